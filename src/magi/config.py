@@ -1,0 +1,242 @@
+"""Every configuration of magi as a frozen, typed dataclass.
+
+Each component receives only its own dataclass (``DiT(cfg.dit)``, ``generate(..., cfg.sampler)``).
+A ``RunConfig`` bundles them; it round-trips through JSON and is saved beside every output.
+Named presets live in ``presets.py``; ``apply_overrides`` implements ``--set a.b=c``.
+
+Conventions used everywhere (see docs/ARCHITECTURE.md):
+* ``t`` is the flow time: t = 0 is pure noise, t = 1 is clean data (MAGI-1's convention).
+* a *chunk* is ``DiTConfig.chunk_frames`` latent frames (6 latent frames = 24 video frames).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VAEConfig:
+    """Transformer VAE: 3-D patches of (patch_t, patch_hw, patch_hw) pixels become one latent vector."""
+
+    in_channels: int = 3
+    latent_channels: int = 16
+    patch_t: int = 4  # temporal compression
+    patch_hw: int = 8  # spatial compression
+    dim: int = 128
+    encoder_depth: int = 2
+    decoder_depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    segment_frames: int = 6  # latent frames per attention segment; decode memory is bounded by one segment
+    scale_factor: float = 1.0  # latents are multiplied by this after encoding (MAGI-1: 0.18215)
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        _require(self.dim % self.num_heads == 0, f"vae.dim={self.dim} not divisible by num_heads={self.num_heads}")
+        _require(min(self.patch_t, self.patch_hw, self.segment_frames, self.latent_channels) > 0,
+                 "vae sizes must be positive")
+
+    @property
+    def patch_dim(self) -> int:
+        return self.in_channels * self.patch_t * self.patch_hw * self.patch_hw
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiTConfig:
+    """Diffusion transformer over latent chunks (MAGI-1 model_config)."""
+
+    in_channels: int = 16
+    patch_size: int = 2
+    t_patch_size: int = 1
+    dim: int = 256
+    depth: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2  # grouped-query attention: num_heads // num_kv_heads queries share one K/V head
+    head_dim: int = 64
+    ffn_dim: int = 1024
+    gated_ffn: bool = True  # SwiGLU
+    context_dim: int = 384  # text encoder width (T5: 4096)
+    context_max_length: int = 64
+    cond_ratio: float = 0.25  # timestep-conditioning width = dim * cond_ratio
+    modulation_softcap: float = 1.0  # adaLN scales/gates are softcapped: c * tanh(x / c)
+    x_rescale_factor: float = 1.0
+    chunk_frames: int = 6  # latent frames per autoregressive chunk
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        _require(self.num_heads % self.num_kv_heads == 0,
+                 f"dit.num_heads={self.num_heads} not divisible by num_kv_heads={self.num_kv_heads}")
+        _require(self.head_dim % 8 == 0, f"dit.head_dim={self.head_dim} must be divisible by 8 (3-D RoPE)")
+        _require(self.t_patch_size == 1, "dit.t_patch_size must be 1 (chunks are whole latent frames)")
+        _require(self.chunk_frames > 0 and self.depth > 0, "dit.chunk_frames and dit.depth must be positive")
+
+    @property
+    def cond_dim(self) -> int:
+        return int(self.dim * self.cond_ratio)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextConfig:
+    """Which text encoder produces ``context``; weights always come from a local directory."""
+
+    kind: Literal["minilm", "t5", "hash"] = "minilm"
+    path: str = ""  # local directory for "t5"; empty means the packaged model for "minilm"
+    max_length: int = 64
+    dim: int = 384
+
+    def __post_init__(self) -> None:
+        _require(self.kind in ("minilm", "t5", "hash"), f"text.kind={self.kind!r} is not minilm|t5|hash")
+        _require(self.kind != "t5" or bool(self.path), "text.kind='t5' needs text.path (a local T5 directory)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplerConfig:
+    """Autoregressive sampling (MAGI-1 runtime_config)."""
+
+    steps: int = 16  # denoising steps per chunk; must be divisible by window_size
+    window_size: int = 4  # chunks in flight, staggered by steps // window_size
+    shift: float = 3.0  # time-schedule shift; > 1 spends more steps near noise
+    context_chunks: int = 5  # clean chunks a noisy chunk attends to (MAGI-1 noise2clean_kvrange max)
+    guidance: Literal["none", "text", "text_and_prefix"] = "text_and_prefix"
+    cfg_t_range: tuple[float, ...] = (0.0, 0.0217, 0.1, 0.3, 0.999)
+    text_scales: tuple[float, ...] = (7.5, 7.5, 7.5, 0.0, 0.0)
+    prefix_scales: tuple[float, ...] = (1.5, 1.5, 1.5, 1.0, 1.0)
+    solver: Literal["euler", "shortcut"] = "euler"
+
+    def __post_init__(self) -> None:
+        _require(self.steps > 0 and self.window_size > 0, "sampler.steps and window_size must be positive")
+        _require(self.steps % self.window_size == 0,
+                 f"sampler.steps={self.steps} must be divisible by window_size={self.window_size}")
+        _require(len(self.cfg_t_range) == len(self.text_scales) == len(self.prefix_scales),
+                 "sampler.cfg_t_range, text_scales and prefix_scales must have equal lengths")
+        _require(list(self.cfg_t_range) == sorted(self.cfg_t_range), "sampler.cfg_t_range must be ascending")
+        _require(self.shift > 0, f"sampler.shift={self.shift} must be positive")
+        _require(self.context_chunks >= 1, "sampler.context_chunks must be >= 1")
+        _require(self.guidance in ("none", "text", "text_and_prefix"), f"bad sampler.guidance {self.guidance!r}")
+        _require(self.solver in ("euler", "shortcut"), f"bad sampler.solver {self.solver!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoConfig:
+    """What is generated: size and frame rate of the output video."""
+
+    height: int = 64
+    width: int = 64
+    num_frames: int = 48
+    fps: int = 8
+
+    def __post_init__(self) -> None:
+        _require(self.height > 0 and self.width > 0 and self.num_frames > 0 and self.fps > 0,
+                 "video sizes must be positive")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    name: str = "custom"
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    weights: str = ""  # "" = random init; "builtin:<name>" = packaged weights; else a directory
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    def __post_init__(self) -> None:
+        _require(self.dit.in_channels == self.vae.latent_channels,
+                 f"dit.in_channels={self.dit.in_channels} != vae.latent_channels={self.vae.latent_channels}")
+        _require(self.dit.context_dim == self.text.dim,
+                 f"dit.context_dim={self.dit.context_dim} != text.dim={self.text.dim}")
+        space = self.vae.patch_hw * self.dit.patch_size
+        _require(self.video.height % space == 0 and self.video.width % space == 0,
+                 f"video size {self.video.height}x{self.video.width} must be divisible by {space}")
+        _require(self.dtype in ("float32", "bfloat16", "float16"), f"bad dtype {self.dtype!r}")
+
+    @property
+    def frames_per_chunk(self) -> int:
+        """Video frames per chunk (MAGI-1: 6 latent frames x 4 = 24)."""
+        return self.dit.chunk_frames * self.vae.patch_t
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return _build(cls, data, "")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    _require(not unknown, f"unknown config key(s): {', '.join(prefix + k for k in sorted(unknown))}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        elif typing.get_origin(hint) is tuple:
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _coerce(text: str, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        _require(text in typing.get_args(hint), f"{path}={text!r}: choose one of {typing.get_args(hint)}")
+        return text
+    if origin is tuple:
+        (item, *_rest) = typing.get_args(hint)
+        return tuple(_coerce(p.strip(), item, path) for p in text.split(",") if p.strip())
+    if origin in (typing.Union, types.UnionType):
+        return None if text.lower() == "none" else _coerce(text, typing.get_args(hint)[0], path)
+    if hint is bool:
+        _require(text.lower() in ("true", "false", "1", "0"), f"{path}={text!r} is not a boolean")
+        return text.lower() in ("true", "1")
+    try:
+        return hint(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}={text!r} is not a valid {getattr(hint, '__name__', hint)}") from None
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """Apply ``["sampler.steps=8", "dit.depth=2"]`` to a config, type-checked against the annotations."""
+    for item in overrides:
+        _require("=" in item, f"override {item!r} must look like section.key=value")
+        path, text = item.split("=", 1)
+        cfg = _override(cfg, path.strip().split("."), text.strip(), path.strip())
+    return cfg
+
+
+def _override(obj: Any, keys: list[str], text: str, path: str) -> Any:
+    names = {f.name for f in fields(obj)}
+    _require(keys[0] in names, f"unknown config key {path!r}")
+    hint = typing.get_type_hints(type(obj))[keys[0]]
+    if len(keys) == 1:
+        _require(not dataclasses.is_dataclass(hint), f"{path!r} is a section, not a value")
+        return replace(obj, **{keys[0]: _coerce(text, hint, path)})
+    _require(dataclasses.is_dataclass(hint), f"unknown config key {path!r}")
+    return replace(obj, **{keys[0]: _override(getattr(obj, keys[0]), keys[1:], text, path)})
