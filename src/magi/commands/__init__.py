@@ -1,0 +1,1 @@
+"""One module per ``magi`` subcommand, each with ``register(subparsers)``."""
