@@ -6,12 +6,10 @@ import argparse
 import importlib
 import sys
 
+from magi.errors import InputError
+
 # Each module in magi.commands exposes ``register(subparsers)`` that adds its subcommand and sets ``func``.
 COMMANDS = ("generate", "config", "data", "train", "eval")
-
-
-class InputError(Exception):
-    """A problem with what the user asked for; printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
