@@ -1,0 +1,180 @@
+"""MAGI-1 diffusion transformer: predicts the flow velocity of latent video chunks.
+
+Shapes (see docs/ARCHITECTURE.md): latents (B, C, T, H, W) with T latent frames, tokens (B, N, D) with
+N = T * (H / p) * (W / p) in (t, h, w) order, context (B, L, Dc) text embeddings.
+
+One block (parallel attention, sandwich-normed FFN, softcapped adaLN):
+
+    h   = RMSNorm(x) * (1 + scale_a)
+    a   = W_o [SelfAttn(h) ; CrossAttn(h, text)]          # self and cross attention side by side
+    x   = x + gate_a * RMSNorm(a)
+    f   = FFN(RMSNorm(x) * (1 + scale_f))                  # SwiGLU
+    x   = x + gate_f * RMSNorm(f)
+
+with (scale_a, gate_a, scale_f, gate_f) = softcap(Linear(c_t)) per latent frame, where c_t embeds that
+frame's noise level t (constant within a chunk; clean prefix frames have t = 1) plus the pooled text.
+Self-attention is block-causal over chunks, uses QK-norm, grouped K/V heads and 3-D RoPE.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from magi.config import DiTConfig
+from magi.models.attention import attend, block_causal_mask, chunk_index_per_token
+from magi.models.kv_cache import ChunkKVCache
+from magi.models.layers import (
+    FeedForward,
+    RMSNorm,
+    apply_rope,
+    grid_positions,
+    rope_3d,
+    softcap,
+    timestep_embedding,
+)
+
+TIME_FREQ_DIM = 256
+
+
+def modulate(x: Tensor, scale: Tensor, frames: int) -> Tensor:
+    """x: (B, N, D) tokens of ``frames`` latent frames; scale: (B, frames, D) per frame."""
+    B, N, D = x.shape
+    return (x.view(B, frames, N // frames, D) * (1 + scale[:, :, None])).view(B, N, D)
+
+
+def gated(x: Tensor, gate: Tensor, frames: int) -> Tensor:
+    B, N, D = x.shape
+    return (x.view(B, frames, N // frames, D) * gate[:, :, None]).view(B, N, D)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: DiTConfig, index: int):
+        super().__init__()
+        self.index = index
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.cap = cfg.modulation_softcap
+        d, q_dim, kv_dim = cfg.dim, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        self.modulation = nn.Linear(cfg.cond_dim, 4 * d)
+        self.attn_norm = RMSNorm(d, cfg.norm_eps)
+        self.qkv = nn.Linear(d, q_dim + 2 * kv_dim, bias=False)
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+        self.cross_q = nn.Linear(d, q_dim, bias=False)
+        self.cross_kv = nn.Linear(d, 2 * kv_dim, bias=False)
+        self.cross_q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+        self.cross_k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+        self.attn_out = nn.Linear(2 * q_dim, d, bias=False)
+        self.attn_post_norm = RMSNorm(d, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(d, cfg.norm_eps)
+        self.ffn = FeedForward(d, cfg.ffn_dim, cfg.gated_ffn)
+        self.ffn_post_norm = RMSNorm(d, cfg.norm_eps)
+
+    def self_attention(self, h: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor,
+                       kv_cache: ChunkKVCache | None, tokens_per_chunk: int) -> Tensor:
+        H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
+        q, k, v = self.qkv(h).split([H * Dh, Hkv * Dh, Hkv * Dh], dim=-1)
+        q = rearrange(self.q_norm(q.unflatten(-1, (H, Dh))), "b n h d -> b h n d")  # (B, H, N, Dh)
+        k = rearrange(self.k_norm(k.unflatten(-1, (Hkv, Dh))), "b n h d -> b h n d")  # (B, Hkv, N, Dh)
+        v = rearrange(v, "b n (h d) -> b h n d", h=Hkv)
+        if kv_cache is not None:
+            k, v = kv_cache.extend(self.index, k, v, tokens_per_chunk)  # (B, Hkv, Nc + N, Dh)
+        cos, sin = rope
+        q = apply_rope(q, cos[-q.shape[2]:], sin[-q.shape[2]:])
+        k = apply_rope(k, cos, sin)
+        return rearrange(attend(q, k, v, mask), "b h n d -> b n (h d)")
+
+    def cross_attention(self, h: Tensor, context: Tensor, context_mask: Tensor) -> Tensor:
+        H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
+        q = rearrange(self.cross_q_norm(self.cross_q(h).unflatten(-1, (H, Dh))), "b n h d -> b h n d")
+        k, v = self.cross_kv(context).chunk(2, dim=-1)
+        k = rearrange(self.cross_k_norm(k.unflatten(-1, (Hkv, Dh))), "b l h d -> b h l d")  # (B, Hkv, L, Dh)
+        v = rearrange(v, "b l (h d) -> b h l d", h=Hkv)
+        return rearrange(attend(q, k, v, context_mask[:, None, None, :]), "b h n d -> b n (h d)")
+
+    def forward(self, x: Tensor, cond: Tensor, context: Tensor, context_mask: Tensor,
+                rope: tuple[Tensor, Tensor], mask: Tensor, kv_cache: ChunkKVCache | None,
+                tokens_per_chunk: int) -> Tensor:
+        frames = cond.shape[1]
+        scale_a, gate_a, scale_f, gate_f = softcap(self.modulation(cond), self.cap).chunk(4, dim=-1)
+        h = modulate(self.attn_norm(x), scale_a, frames)
+        a = torch.cat([self.self_attention(h, rope, mask, kv_cache, tokens_per_chunk),
+                       self.cross_attention(h, context, context_mask)], dim=-1)  # (B, N, 2 * H * Dh)
+        x = x + gated(self.attn_post_norm(self.attn_out(a)), gate_a, frames)
+        f = self.ffn(modulate(self.ffn_norm(x), scale_f, frames))
+        return x + gated(self.ffn_post_norm(f), gate_f, frames)
+
+
+class DiT(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        p, d = cfg.patch_size, cfg.dim
+        self.patch_embed = nn.Linear(cfg.in_channels * p * p, d)
+        self.time_embed = nn.Sequential(nn.Linear(TIME_FREQ_DIM, cfg.cond_dim), nn.SiLU(),
+                                        nn.Linear(cfg.cond_dim, cfg.cond_dim))
+        self.context_embed = nn.Sequential(nn.Linear(cfg.context_dim, d), nn.GELU(approximate="tanh"),
+                                           nn.Linear(d, d))
+        self.context_pool = nn.Linear(cfg.context_dim, cfg.cond_dim)
+        self.null_context = nn.Parameter(torch.zeros(1, 1, cfg.context_dim))  # learned "no text" token
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.depth))
+        self.final_norm = RMSNorm(d, cfg.norm_eps)
+        self.final_modulation = nn.Linear(cfg.cond_dim, d)
+        self.final_proj = nn.Linear(d, cfg.in_channels * p * p)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier linears; adaLN modulations and the output projection start at zero (adaLN-Zero)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.normal_(self.null_context, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.modulation.weight)
+        for layer in (self.final_modulation, self.final_proj):
+            nn.init.zeros_(layer.weight)
+
+    def unconditional_context(self, batch: int) -> tuple[Tensor, Tensor]:
+        """The learned null text (B, 1, Dc) and its mask, used for guidance and caption dropout."""
+        mask = torch.ones(batch, 1, dtype=torch.bool, device=self.null_context.device)
+        return self.null_context.expand(batch, -1, -1), mask
+
+    def forward(self, latents: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None,
+                kv_cache: ChunkKVCache | None = None) -> Tensor:
+        """Velocity of ``latents`` (B, C, T, H, W) at noise levels ``t`` (B, T), one per latent frame.
+
+        ``t`` is constant within each chunk (per-chunk timestep conditioning); clean prefix frames
+        inside the first chunk have t = 1. With ``kv_cache``, the input continues the cached clean
+        chunks and must start at a chunk boundary.
+        """
+        cfg, p = self.cfg, self.cfg.patch_size
+        B, C, T, H, W = latents.shape
+        h, w = H // p, W // p
+        if context_mask is None:
+            context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+        x = rearrange(latents * cfg.x_rescale_factor, "b c t (h p) (w q) -> b (t h w) (c p q)", p=p, q=p)
+        x = self.patch_embed(x)  # (B, N, D)
+
+        weights = context_mask.unsqueeze(-1).to(context.dtype)
+        pooled = (context * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, Dc)
+        cond = self.time_embed(timestep_embedding(t, TIME_FREQ_DIM).to(x.dtype))  # (B, T, Dcond)
+        cond = F.silu(cond + self.context_pool(pooled)[:, None])
+        text = self.context_embed(context)  # (B, L, D)
+
+        cached_frames = kv_cache.num_chunks * cfg.chunk_frames if kv_cache is not None else 0
+        positions = grid_positions(cached_frames + T, h, w, device=x.device)  # (Nc + N, 3)
+        rope = rope_3d(positions, cfg.head_dim, cfg.rope_theta)
+        chunks = chunk_index_per_token(cached_frames + T, h * w, cfg.chunk_frames, device=x.device)
+        mask = block_causal_mask(chunks[-x.shape[1]:], chunks)  # (N, Nc + N)
+        tokens_per_chunk = cfg.chunk_frames * h * w
+
+        for block in self.blocks:
+            x = block(x, cond, text, context_mask, rope, mask, kv_cache, tokens_per_chunk)
+
+        scale = softcap(self.final_modulation(cond), cfg.modulation_softcap)
+        x = self.final_proj(modulate(self.final_norm(x), scale, T))  # (B, N, C * p * p)
+        return rearrange(x, "b (t h w) (c p q) -> b c t (h p) (w q)", t=T, h=h, w=w, p=p, q=p)

@@ -1,0 +1,157 @@
+"""Autoregressive sampling: walk the chunk plan, call the DiT, guide, take solver steps, cache clean chunks.
+
+Inputs and outputs are latents; turning prompts, images and videos into them (and back) is the
+pipeline's job. ``iter_generate`` yields each chunk as soon as it is clean, so a caller can decode and
+write it while later chunks are still being denoised: memory stays bounded for any number of chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from magi.config import SamplerConfig
+from magi.flow.schedule import time_grid
+from magi.models.dit import DiT
+from magi.models.kv_cache import ChunkKVCache
+from magi.sampling.chunks import chunk_plan
+from magi.sampling.guidance import piecewise_scale, text_and_prefix_guidance, text_guidance
+from magi.sampling.solvers import euler_step
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """Clean latents the video continues from: (B, C, P, H, W); P = 1 for an image (i2v)."""
+
+    latents: Tensor
+
+    def split(self, chunk_frames: int) -> tuple[list[Tensor], Tensor]:
+        """Whole clean chunks, and the remaining frames that open the first generated chunk."""
+        whole = self.latents.shape[2] // chunk_frames
+        chunks = list(self.latents[:, :, : whole * chunk_frames].split(chunk_frames, dim=2))
+        return chunks, self.latents[:, :, whole * chunk_frames:]
+
+
+def per_sample_noise(shape: tuple[int, ...], generators: list[torch.Generator]) -> Tensor:
+    """One independent stream per sample, so a seed gives the same video at any batch size."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators])
+
+
+def pad_context(context: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    extra = length - context.shape[1]
+    if extra <= 0:
+        return context, mask
+    return (torch.cat([context, context.new_zeros(context.shape[0], extra, context.shape[2])], 1),
+            torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], 1))
+
+
+@torch.no_grad()
+def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: Tensor, *, num_chunks: int,
+                  latent_shape: tuple[int, int, int], prefix: Prefix | None = None, seed: int = 0,
+                  use_kv_cache: bool = True, progress: Callable[[int], None] | None = None
+                  ) -> Iterator[Tensor]:
+    """Yield the latents (B, C, F, H, W) of each generated chunk, in order, as it becomes clean.
+
+    The first generated chunk includes the prefix frames that do not fill a whole chunk (for i2v: the
+    image latent), which stay clean (t = 1) throughout. ``use_kv_cache=False`` recomputes the clean
+    context at every step instead (same result; the baseline that the benchmarks compare against).
+    ``progress`` is called with the number of forward steps done after each step.
+    """
+    B, F = context.shape[0], dit.cfg.chunk_frames
+    C, H, W = latent_shape
+    dtype = next(dit.parameters()).dtype
+    grid = time_grid(cfg.steps, cfg.shift)
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(B)]
+    prefix_chunks, opening = prefix.split(F) if prefix is not None else ([], torch.zeros(B, C, 0, H, W))
+    num_open = opening.shape[2]
+
+    guided = cfg.guidance != "none"
+    if guided:
+        null, null_mask = dit.unconditional_context(B)
+        length = max(context.shape[1], null.shape[1])
+        context, context_mask = pad_context(context, context_mask, length)
+        null, null_mask = pad_context(null.to(context.dtype), null_mask, length)
+        branch_context = torch.cat([context, null])  # (2B, L, Dc): [text ; no text]
+        branch_mask = torch.cat([context_mask, null_mask])
+    else:
+        branch_context, branch_mask = context, context_mask
+    cache = ChunkKVCache(dit.cfg.depth, cfg.context_chunks) if use_kv_cache else None
+    history = prefix_chunks[-cfg.context_chunks:]  # clean chunks still to be admitted / recomputed
+
+    def model(x: Tensor, t: Tensor, ctx: Tensor, ctx_mask: Tensor, kv: ChunkKVCache | None) -> Tensor:
+        reps = ctx.shape[0] // x.shape[0]
+        v = dit(x.repeat(reps, 1, 1, 1, 1).to(dtype), t.repeat(reps, 1).to(dtype), ctx.to(dtype), ctx_mask, kv)
+        return v.float()
+
+    if cache is not None and history:  # admit the whole prefix chunks in one pass
+        cache.admit(len(history))
+        clean = torch.cat(history, dim=2)
+        model(clean, torch.ones(B, clean.shape[2]), branch_context, branch_mask, cache)
+        cache.commit()
+        history = []
+
+    state: dict[int, Tensor] = {}
+    for index, step in enumerate(chunk_plan(num_chunks, cfg.steps, cfg.window_size)):
+        for c in step.chunks:
+            if c not in state:
+                state[c] = per_sample_noise((C, F, H, W), generators)
+                if c == 0 and num_open:
+                    state[c][:, :, :num_open] = opening
+        x = torch.cat([state[c] for c in step.chunks], dim=2)  # (B, C, K * F, H, W)
+        t = torch.cat([grid[k].float().expand(B, F) for k in step.levels], dim=1)  # (B, K * F)
+        dt = torch.cat([(grid[k + 1] - grid[k]).float().expand(B, F) for k in step.levels], dim=1)
+        if step.chunks[0] == 0 and num_open:
+            t[:, :num_open], dt[:, :num_open] = 1.0, 0.0
+
+        if cache is not None:
+            lead = [history.pop(0) for _ in step.admit]
+            cache.admit(len(lead))
+        else:
+            lead = history
+        n_lead = sum(chunk.shape[2] for chunk in lead)
+        x_in = torch.cat([*lead, x], dim=2)
+        t_in = torch.cat([torch.ones(B, n_lead), t], dim=1)
+        v_all = model(x_in, t_in, branch_context, branch_mask, cache)[:, :, n_lead:]
+        if cache is not None:
+            cache.commit()
+
+        if guided:
+            v_text, v_prefix = v_all[:B], v_all[B:]
+            text_scale = piecewise_scale(t, cfg.cfg_t_range, cfg.text_scales)[:, None, :, None, None]
+            has_prefix = n_lead > 0 or num_open > 0 or (cache is not None and cache.num_chunks > 0)
+            if cfg.guidance == "text_and_prefix" and has_prefix:
+                null, null_mask = dit.unconditional_context(B)
+                v_uncond = model(x, t, null, null_mask, None)
+                prefix_scale = piecewise_scale(t, cfg.cfg_t_range, cfg.prefix_scales)[:, None, :, None, None]
+                v = text_and_prefix_guidance(v_text, v_prefix, v_uncond, text_scale, prefix_scale)
+            else:
+                v = text_guidance(v_text, v_prefix, text_scale)
+        else:
+            v = v_all
+
+        x = euler_step(x, v, dt[:, None, :, None, None])
+        for c, piece in zip(step.chunks, x.split(F, dim=2)):
+            state[c] = piece
+        for c in step.finished:
+            done = state.pop(c)
+            history = (history + [done])[-cfg.context_chunks:]
+            yield done
+        if progress is not None:
+            progress(index + 1)
+
+
+def generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: Tensor, *, num_chunks: int,
+             latent_shape: tuple[int, int, int], prefix: Prefix | None = None, seed: int = 0,
+             use_kv_cache: bool = True) -> Tensor:
+    """All generated chunks concatenated: (B, C, num_chunks * F, H, W)."""
+    chunks = iter_generate(dit, cfg, context, context_mask, num_chunks=num_chunks, latent_shape=latent_shape,
+                           prefix=prefix, seed=seed, use_kv_cache=use_kv_cache)
+    return torch.cat(list(chunks), dim=2)
+
+
+def num_steps(num_chunks: int, cfg: SamplerConfig) -> int:
+    """Forward steps of the whole plan (for progress bars)."""
+    return (num_chunks + cfg.window_size - 1) * (cfg.steps // cfg.window_size)
