@@ -129,6 +129,17 @@ class SamplerConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class QuantConfig:
+    """Weight quantization applied from outside the model (a module swap), recorded in checkpoints."""
+
+    mode: Literal["none", "fp8"] = "none"
+    keep_high_precision: tuple[str, ...] = ("patch_embed", "final_proj", "time_embed", "context_embed")
+
+    def __post_init__(self) -> None:
+        _require(self.mode in ("none", "fp8"), f"quant.mode={self.mode!r} is not none|fp8")
+
+
+@dataclass(frozen=True, kw_only=True)
 class VideoConfig:
     """What is generated: size and frame rate of the output video."""
 
@@ -150,6 +161,7 @@ class RunConfig:
     text: TextConfig = field(default_factory=TextConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
     weights: str = ""  # "" = random init; "builtin:<name>" = packaged weights; else a directory
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 

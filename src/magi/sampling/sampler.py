@@ -31,7 +31,7 @@ class Prefix:
     def split(self, chunk_frames: int) -> tuple[list[Tensor], Tensor]:
         """Whole clean chunks, and the remaining frames that open the first generated chunk."""
         whole = self.latents.shape[2] // chunk_frames
-        chunks = list(self.latents[:, :, : whole * chunk_frames].split(chunk_frames, dim=2))
+        chunks = [self.latents[:, :, i * chunk_frames:(i + 1) * chunk_frames] for i in range(whole)]
         return chunks, self.latents[:, :, whole * chunk_frames:]
 
 

@@ -1,0 +1,93 @@
+"""``magi generate``: text/image/video to video with a MAGI-1 model (reference flags kept verbatim)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from magi.config import RunConfig, apply_overrides
+from magi.errors import InputError
+from magi.presets import DEFAULT_PRESET, get_preset
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("generate", help="generate a video (t2v, i2v or v2v)")
+    p.add_argument("--mode", choices=["t2v", "i2v", "v2v"], default="t2v")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--image_path", help="conditioning image (i2v)")
+    p.add_argument("--prefix_video_path", help="video to continue (v2v)")
+    p.add_argument("--output_path", required=True, help="where to write the .mp4")
+    p.add_argument("--preset", help=f"named configuration (default: {DEFAULT_PRESET})")
+    p.add_argument("--checkpoint", help="checkpoint directory (config.json + safetensors)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_frames", type=int, help="frames to generate after the conditioning")
+    p.add_argument("--steps", type=int, help="denoising steps per chunk")
+    p.add_argument("--cfg", type=float, help="text guidance scale (all noise levels)")
+    p.add_argument("--no_prefix_in_output", action="store_true", help="write only the generated frames")
+    p.add_argument("--no_kv_cache", action="store_true", help="recompute the clean context at every step")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.set_defaults(func=run)
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """Preset (or the checkpoint's own config), then the checkpoint's weights, then overrides."""
+    if args.checkpoint and not args.preset:
+        path = Path(args.checkpoint) / "config.json"
+        if not path.is_file():
+            raise InputError(f"checkpoint '{args.checkpoint}' has no config.json")
+        cfg = RunConfig.load(path)
+    else:
+        cfg = get_preset(args.preset or DEFAULT_PRESET)
+    if args.checkpoint:
+        cfg = dataclasses.replace(cfg, weights=str(args.checkpoint))
+    overrides = list(args.set)
+    if args.steps is not None:
+        overrides.append(f"sampler.steps={args.steps}")
+    if args.cfg is not None:
+        overrides.append("sampler.text_scales=" + ",".join([str(args.cfg)] * len(cfg.sampler.text_scales)))
+    return apply_overrides(cfg, overrides)
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    if args.mode != "i2v" and args.image_path:
+        raise InputError(f"--image_path is only used with --mode i2v (got --mode {args.mode})")
+    if args.mode != "v2v" and args.prefix_video_path:
+        raise InputError(f"--prefix_video_path is only used with --mode v2v (got --mode {args.mode})")
+    if args.mode == "i2v" and not args.image_path:
+        raise InputError("--mode i2v needs --image_path")
+    if args.mode == "v2v" and not args.prefix_video_path:
+        raise InputError("--mode v2v needs --prefix_video_path")
+    if not args.prompt.strip():
+        raise InputError("--prompt is empty")
+    if Path(args.output_path).suffix.lower() != ".mp4":
+        raise InputError(f"--output_path must end in .mp4, got '{args.output_path}'")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_flags(args)
+    from tqdm import tqdm
+
+    from magi.io.video import atomic_write_text, read_image, read_video, write_video
+    from magi.sampling.pipeline import Request, build_pipeline, generate_frames
+
+    cfg = resolve_config(args)
+    image = read_image(args.image_path) if args.image_path else None
+    prefix = read_video(args.prefix_video_path)[0] if args.prefix_video_path else None
+    request = Request(mode=args.mode, prompt=args.prompt, image=image, prefix_video=prefix,
+                      num_frames=args.num_frames or cfg.video.num_frames, seed=args.seed,
+                      include_prefix=not args.no_prefix_in_output, use_kv_cache=not args.no_kv_cache)
+    pipe = build_pipeline(cfg)
+    output = Path(args.output_path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tqdm(desc=f"{args.mode} {cfg.name}", unit="step", leave=False) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        write_video(output, generate_frames(pipe, request, progress), fps=cfg.video.fps)
+    run_record = {"config": cfg.to_dict(), "request": {k: v for k, v in vars(args).items() if k != "func"}}
+    atomic_write_text(output.with_suffix(".json"), json.dumps(run_record, indent=2) + "\n")
+    print(f"wrote {output} ({args.mode}, {cfg.name}, seed {args.seed})")
+    return 0

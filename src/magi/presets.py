@@ -1,0 +1,99 @@
+"""Named configurations. Each preset is a function returning a RunConfig; variants derive from a base.
+
+The MAGI-1 presets carry the published architectures (SandAI-org/MAGI-1 ``example/*/`` configs);
+``tiny`` runs on a laptop CPU in seconds and is what the tests use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from magi.config import (
+    DiTConfig,
+    QuantConfig,
+    RunConfig,
+    SamplerConfig,
+    TextConfig,
+    VAEConfig,
+    VideoConfig,
+)
+
+T5_DIM = 4096  # t5-v1_1-xxl encoder width, what the published checkpoints use
+
+
+def tiny() -> RunConfig:
+    """Random-weight toy model: 64x64 video at 8 fps, runs end to end on a CPU in seconds."""
+    return RunConfig(
+        name="tiny",
+        vae=VAEConfig(latent_channels=8, dim=32, encoder_depth=1, decoder_depth=1, num_heads=2),
+        dit=DiTConfig(in_channels=8, dim=64, depth=2, num_heads=4, num_kv_heads=2, head_dim=16, ffn_dim=128,
+                      context_dim=384, context_max_length=32),
+        text=TextConfig(kind="minilm", dim=384, max_length=32),
+        sampler=SamplerConfig(steps=8, window_size=4, shift=3.0, context_chunks=4,
+                              text_scales=(2.0, 2.0, 2.0, 1.0, 1.0), prefix_scales=(1.5, 1.5, 1.5, 1.0, 1.0)),
+        video=VideoConfig(height=64, width=64, num_frames=48, fps=8),
+    )
+
+
+def _magi_vae() -> VAEConfig:
+    return VAEConfig(latent_channels=16, dim=1024, encoder_depth=24, decoder_depth=24, num_heads=16,
+                     segment_frames=6, scale_factor=0.18215)
+
+
+def magi_4p5b() -> RunConfig:
+    return RunConfig(
+        name="magi-4.5b",
+        vae=_magi_vae(),
+        dit=DiTConfig(in_channels=16, dim=3072, depth=34, num_heads=24, num_kv_heads=8, head_dim=128,
+                      ffn_dim=12288, gated_ffn=False, context_dim=T5_DIM, context_max_length=800,
+                      x_rescale_factor=1.0),
+        text=TextConfig(kind="t5", path="ckpt/t5", dim=T5_DIM, max_length=800),
+        sampler=SamplerConfig(steps=64, window_size=4, shift=3.0, context_chunks=5),
+        video=VideoConfig(height=720, width=720, num_frames=96, fps=24),
+        dtype="bfloat16",
+    )
+
+
+def magi_24b() -> RunConfig:
+    base = magi_4p5b()
+    return replace(
+        base,
+        name="magi-24b",
+        vae=replace(base.vae, latent_channels=32),
+        dit=replace(base.dit, in_channels=32, dim=6144, depth=48, num_heads=48, num_kv_heads=8, ffn_dim=16384,
+                    gated_ffn=True, x_rescale_factor=0.1),
+        sampler=replace(base.sampler, steps=32),
+        video=replace(base.video, height=720, width=1280),
+    )
+
+
+def distilled(base: RunConfig) -> RunConfig:
+    """Shortcut-distilled variant: few steps, guidance distilled into one pass."""
+    return replace(base, name=f"{base.name}-distill",
+                   sampler=replace(base.sampler, steps=16, solver="shortcut", guidance="none"))
+
+
+def fp8(base: RunConfig) -> RunConfig:
+    return replace(base, name=f"{base.name}-fp8", quant=QuantConfig(mode="fp8"))
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {
+    "tiny": tiny,
+    "magi-4.5b": magi_4p5b,
+    "magi-4.5b-distill": lambda: distilled(magi_4p5b()),
+    "magi-4.5b-distill-fp8": lambda: fp8(distilled(magi_4p5b())),
+    "magi-24b": magi_24b,
+    "magi-24b-distill": lambda: distilled(magi_24b()),
+    "magi-24b-distill-fp8": lambda: fp8(distilled(magi_24b())),
+}
+
+# Published parameter counts of the DiT, for the tests and ``magi config``.
+PUBLISHED_DIT_PARAMS = {"magi-4.5b": 4.5e9, "magi-24b": 24e9}
+
+
+def get_preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]()
+DEFAULT_PRESET = "tiny"  # until the trained default ships

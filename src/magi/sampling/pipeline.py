@@ -1,0 +1,126 @@
+"""From a prompt (and an image or a prefix video) to video frames: text encoder -> sampler -> VAE.
+
+``generate_frames`` streams uint8 frames chunk by chunk, so memory does not grow with video length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from magi.config import RunConfig
+from magi.errors import InputError
+from magi.io.video import frames_to_tensor, resize_frames, tensor_to_frames
+from magi.io.weights import load_weights, resolve_checkpoint_dir
+from magi.models.dit import DiT
+from magi.models.text import TextEncoder, build_text_encoder
+from magi.models.vae import TransformerVAE
+from magi.sampling.sampler import Prefix, iter_generate, num_steps
+
+Mode = Literal["t2v", "i2v", "v2v"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Pipeline:
+    cfg: RunConfig
+    vae: TransformerVAE
+    dit: DiT
+    text: TextEncoder
+
+
+def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
+    """Instantiate the networks of ``cfg`` and load ``cfg.weights`` strictly (random init if empty)."""
+    vae, dit = TransformerVAE(cfg.vae), DiT(cfg.dit)
+    if cfg.weights:
+        folder = resolve_checkpoint_dir(cfg.weights)
+        load_weights(vae, folder / "vae.safetensors")
+        load_weights(dit, folder / "dit.safetensors")
+    dtype = DTYPES[cfg.dtype]
+    vae = vae.to(device).eval()
+    dit = dit.to(device=device, dtype=dtype).eval()
+    return Pipeline(cfg, vae, dit, build_text_encoder(cfg.text))
+
+
+@dataclass(frozen=True)
+class Request:
+    mode: Mode
+    prompt: str
+    image: np.ndarray | None = None  # (H, W, 3) uint8, for i2v
+    prefix_video: np.ndarray | None = None  # (T, H, W, 3) uint8, for v2v
+    num_frames: int = 48  # frames generated after the conditioning
+    seed: int = 0
+    include_prefix: bool = True  # output starts with the conditioning frames
+    use_kv_cache: bool = True
+
+
+def validate(request: Request, cfg: RunConfig) -> None:
+    if not request.prompt.strip():
+        raise InputError("the prompt is empty")
+    if request.num_frames < 1:
+        raise InputError(f"num_frames={request.num_frames} must be at least 1")
+    if request.mode == "i2v" and request.image is None:
+        raise InputError("mode i2v needs an image (--image_path)")
+    if request.mode == "v2v" and request.prefix_video is None:
+        raise InputError("mode v2v needs a prefix video (--prefix_video_path)")
+    if request.mode == "v2v" and request.prefix_video is not None:
+        frames = request.prefix_video.shape[0]
+        if frames < cfg.frames_per_chunk:
+            raise InputError(f"the prefix video has {frames} frames; v2v needs at least one chunk "
+                             f"({cfg.frames_per_chunk} frames)")
+
+
+def conditioning_frames(request: Request, cfg: RunConfig) -> np.ndarray | None:
+    """The conditioning frames at the model's size: (P, H, W, 3) uint8, P a multiple of the VAE's stride."""
+    height, width, stride = cfg.video.height, cfg.video.width, cfg.vae.patch_t
+    if request.mode == "i2v" and request.image is not None:
+        return resize_frames(request.image[None], height, width)
+    if request.mode == "v2v" and request.prefix_video is not None:
+        usable = request.prefix_video.shape[0] // stride * stride
+        return resize_frames(request.prefix_video[:usable], height, width)
+    return None
+
+
+@torch.no_grad()
+def encode_conditioning(pipe: Pipeline, frames: np.ndarray) -> Tensor:
+    """(P, H, W, 3) uint8 -> clean latents (1, C, ceil(P / stride), h, w); a lone image becomes a still clip."""
+    video = frames_to_tensor(frames)[None]  # (1, 3, P, H, W)
+    stride = pipe.cfg.vae.patch_t
+    if video.shape[2] % stride:
+        video = torch.cat([video, video[:, :, -1:].expand(-1, -1, stride - video.shape[2] % stride, -1, -1)], 2)
+    return pipe.vae.encode(video)
+
+
+@torch.no_grad()
+def generate_frames(pipe: Pipeline, request: Request,
+                    progress: Callable[[int, int], None] | None = None) -> Iterator[np.ndarray]:
+    """Yield uint8 frame batches (n, H, W, 3): the conditioning frames first (if asked), then each chunk."""
+    cfg = pipe.cfg
+    validate(request, cfg)
+    stride, chunk_frames = cfg.vae.patch_t, cfg.dit.chunk_frames
+    latent_shape = (cfg.dit.in_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
+
+    condition = conditioning_frames(request, cfg)
+    prefix = Prefix(encode_conditioning(pipe, condition)) if condition is not None else None
+    opening = 0 if prefix is None else prefix.latents.shape[2] % chunk_frames
+    latent_frames = opening + math.ceil(request.num_frames / stride)
+    num_chunks = math.ceil(latent_frames / chunk_frames)
+
+    context, mask = pipe.text.encode([request.prompt])
+    total = num_steps(num_chunks, cfg.sampler)
+    chunks = iter_generate(pipe.dit, cfg.sampler, context, mask, num_chunks=num_chunks, latent_shape=latent_shape,
+                           prefix=prefix, seed=request.seed, use_kv_cache=request.use_kv_cache,
+                           progress=None if progress is None else (lambda done: progress(done, total)))
+    if request.include_prefix and condition is not None:
+        yield condition
+    skip, remaining = opening * stride, request.num_frames
+    for latents in chunks:
+        frames = tensor_to_frames(pipe.vae.decode(latents.float())[0])[skip:remaining + skip]  # (n, H, W, 3)
+        skip, remaining = 0, remaining - frames.shape[0]
+        yield frames

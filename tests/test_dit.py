@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+from magi.models.dit import DiT
+from magi.models.kv_cache import ChunkKVCache
+
+from conftest import randomize_
+
+
+@pytest.fixture
+def model(dit_cfg):
+    return randomize_(DiT(dit_cfg)).eval()
+
+
+def inputs(cfg, frames=6, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(batch, cfg.in_channels, frames, 8, 8, generator=g)
+    t = torch.rand(batch, frames // cfg.chunk_frames, generator=g).repeat_interleave(cfg.chunk_frames, 1)
+    context = torch.randn(batch, 5, cfg.context_dim, generator=g)
+    return latents, t, context
+
+
+def test_shapes_and_zero_init(dit_cfg):
+    latents, t, context = inputs(dit_cfg)
+    assert DiT(dit_cfg)(latents, t, context).abs().max() == 0  # adaLN-Zero output layer
+    model = randomize_(DiT(dit_cfg))
+    v = model(latents, t, context)
+    assert v.shape == latents.shape and v.abs().max() > 0
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("k", [1, 2])
+def test_perturbing_chunk_k_leaves_earlier_chunks_bit_identical(model, dit_cfg, k):
+    latents, t, context = inputs(dit_cfg)
+    F = dit_cfg.chunk_frames
+    v = model(latents, t, context)
+    changed = latents.clone()
+    changed[:, :, k * F:] += torch.randn_like(changed[:, :, k * F:])
+    t_changed = t.clone()
+    t_changed[:, k * F:] = 0.9
+    v2 = model(changed, t_changed, context)
+    assert torch.equal(v[:, :, : k * F], v2[:, :, : k * F])
+    assert not torch.allclose(v[:, :, k * F:], v2[:, :, k * F:])
+
+
+@torch.no_grad()
+def test_kv_cache_equals_full_recompute(model, dit_cfg):
+    latents, t, context = inputs(dit_cfg, frames=8)
+    F = dit_cfg.chunk_frames
+    t[:, : 2 * F] = 1.0  # two clean chunks, then two noisy ones
+    full = model(latents, t, context)
+    cache = ChunkKVCache(num_layers=dit_cfg.depth, max_chunks=8)
+    cache.admit(1)
+    model(latents[:, :, :F], t[:, :F], context, kv_cache=cache)
+    cache.commit()
+    cache.admit(1)  # second clean chunk admitted while the noisy ones are denoised (fused pass)
+    fused = model(latents[:, :, F:], t[:, F:], context, kv_cache=cache)
+    cache.commit()
+    assert cache.num_chunks == 2
+    cached = model(latents[:, :, 2 * F:], t[:, 2 * F:], context, kv_cache=cache)
+    torch.testing.assert_close(fused, full[:, :, F:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cached, full[:, :, 2 * F:], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_kv_cache_window_drops_oldest(model, dit_cfg):
+    latents, t, context = inputs(dit_cfg, frames=8)
+    F = dit_cfg.chunk_frames
+    t[:, : 3 * F] = 1.0
+    cache = ChunkKVCache(num_layers=dit_cfg.depth, max_chunks=2)
+    cache.admit(3)
+    model(latents[:, :, : 3 * F], t[:, : 3 * F], context, kv_cache=cache)
+    cache.commit()
+    assert cache.num_chunks == 2
+    windowed = model(latents[:, :, 3 * F:], t[:, 3 * F:], context, kv_cache=cache)
+    # chunk 1's keys were computed while it saw chunk 0, so compare with the full model on chunks 1..3
+    reference = model(latents, t, context)[:, :, 3 * F:]
+    assert not torch.allclose(windowed, reference, atol=1e-4)  # the window really hides chunk 0
+
+
+def test_text_changes_output(model, dit_cfg):
+    latents, t, context = inputs(dit_cfg)
+    null, mask = model.unconditional_context(2)
+    assert not torch.allclose(model(latents, t, context), model(latents, t, null, mask))
+
+
+def test_context_padding_is_ignored(model, dit_cfg):
+    latents, t, context = inputs(dit_cfg)
+    padded = torch.cat([context, torch.randn(2, 3, dit_cfg.context_dim)], 1)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[:, 5:] = False
+    torch.testing.assert_close(model(latents, t, context), model(latents, t, padded, mask), atol=1e-5, rtol=1e-5)
