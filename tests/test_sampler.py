@@ -68,8 +68,8 @@ class GaussianOracle(nn.Module):
         self.cfg, self.mean, self.std = cfg, mean, std
         self.dummy = nn.Parameter(torch.zeros(1))
 
-    def unconditional_context(self, batch):
-        return torch.zeros(batch, 1, self.cfg.context_dim), torch.ones(batch, 1, dtype=torch.bool)
+    def unconditional_context(self, batch, length=1):
+        return torch.zeros(batch, length, self.cfg.context_dim), torch.ones(batch, length, dtype=torch.bool)
 
     def forward(self, latents, t, context, context_mask=None, kv_cache=None):
         t = t[:, None, :, None, None].double()

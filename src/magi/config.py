@@ -154,6 +154,40 @@ class VideoConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run of the VAE or the DiT (the loop is the same; the objective differs)."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1  # cosine decay to lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200
+    sample_every: int = 500  # 0 disables periodic samples
+    # VAE objective
+    clip_frames: int = 24  # video frames per VAE training window
+    kl_weight: float = 1e-6
+    # DiT objective (MAGI-1 autoregressive training)
+    clip_chunks: int = 3  # chunks per DiT training window
+    caption_dropout: float = 0.1  # probability of training on the null text (enables guidance)
+    prefix_probs: tuple[float, ...] = (0.3, 0.2, 0.5)  # no prefix (t2v), one frame (i2v), whole chunks (v2v)
+    t_logit_std: float = 1.0  # noise levels: sigmoid(N(0, std)) then shifted (see flow.matching)
+    t_shift: float = 3.0
+
+    def __post_init__(self) -> None:
+        _require(self.steps > 0 and self.batch_size > 0 and self.lr > 0, "train steps, batch_size, lr must be > 0")
+        _require(len(self.prefix_probs) == 3 and abs(sum(self.prefix_probs) - 1) < 1e-6,
+                 "train.prefix_probs must be 3 probabilities summing to 1")
+        _require(0 <= self.caption_dropout < 1, "train.caption_dropout must be in [0, 1)")
+        _require(self.clip_chunks >= 1, "train.clip_chunks must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     name: str = "custom"
     vae: VAEConfig = field(default_factory=VAEConfig)
@@ -162,6 +196,7 @@ class RunConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     weights: str = ""  # "" = random init; "builtin:<name>" = packaged weights; else a directory
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 

@@ -10,9 +10,13 @@ so one Euler step is x_{t + dt} = x_t + dt * v, and integrating from t = 0 to 1 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
+
+from magi.flow.schedule import shift_time
 
 
 @dataclass(frozen=True)
@@ -30,3 +34,35 @@ def interpolate(data: Tensor, noise: Tensor, t: Tensor) -> PathSample:
     """Point on the straight path between ``noise`` (t = 0) and ``data`` (t = 1); t: (B, T)."""
     tt = broadcast_time(t, data)
     return PathSample(x_t=tt * data + (1 - tt) * noise, velocity=data - noise)
+
+
+def autoregressive_times(batch: int, num_chunks: int, chunk_frames: int, *, logit_std: float, shift: float,
+                         prefix_probs: tuple[float, float, float], generator: torch.Generator) -> Tensor:
+    """Per-frame noise levels (B, K * F) for MAGI-1-style autoregressive training.
+
+    Each chunk draws t = shift(sigmoid(N(0, logit_std))); the draws are sorted so that later chunks are
+    noisier (as in the sampler's pipelined window). A clean prefix (t = 1) is drawn per sample with
+    ``prefix_probs`` = (none: t2v, one latent frame: i2v, 1..K-1 whole chunks: v2v), so one model
+    learns all three modes.
+    """
+    u = torch.sigmoid(torch.randn(batch, num_chunks, generator=generator) * logit_std)
+    t = shift_time(u, shift).sort(dim=1, descending=True).values  # (B, K), chunk 0 cleanest
+    t = t.repeat_interleave(chunk_frames, dim=1)  # (B, K * F)
+    kind = torch.multinomial(torch.tensor(prefix_probs), batch, replacement=True, generator=generator)
+    whole = torch.randint(1, max(num_chunks, 2), (batch,), generator=generator) * chunk_frames
+    prefix = torch.where(kind == 0, 0, torch.where(kind == 1, 1, whole.clamp(max=(num_chunks - 1) * chunk_frames)))
+    frames = torch.arange(num_chunks * chunk_frames)
+    return torch.where(frames[None] < prefix[:, None], torch.ones_like(t), t)
+
+
+def flow_loss(velocity_model: Callable[[Tensor, Tensor], Tensor], data: Tensor, t: Tensor,
+              generator: torch.Generator) -> Tensor:
+    """Mean squared velocity error over the frames that are not clean (t < 1).
+
+    ``velocity_model(x_t, t)`` closes over the conditioning; data: (B, C, T, H, W); t: (B, T).
+    """
+    noise = torch.randn(data.shape, generator=generator).to(data)
+    path = interpolate(data, noise, t)
+    error = (velocity_model(path.x_t, t).float() - path.velocity.float()).pow(2).mean(dim=(1, 3, 4))  # (B, T)
+    weight = (t < 1).float()
+    return (error * weight).sum() / weight.sum().clamp(min=1.0)

@@ -138,10 +138,13 @@ class DiT(nn.Module):
         for layer in (self.final_modulation, self.final_proj):
             nn.init.zeros_(layer.weight)
 
-    def unconditional_context(self, batch: int) -> tuple[Tensor, Tensor]:
-        """The learned null text (B, 1, Dc) and its mask, used for guidance and caption dropout."""
-        mask = torch.ones(batch, 1, dtype=torch.bool, device=self.null_context.device)
-        return self.null_context.expand(batch, -1, -1), mask
+    def unconditional_context(self, batch: int, length: int = 1) -> tuple[Tensor, Tensor]:
+        """The learned null text as (B, length, Dc) context and mask (one real token, then padding)."""
+        context = self.null_context.new_zeros(batch, length, self.cfg.context_dim)
+        context[:, 0] = self.null_context[0, 0]
+        mask = torch.zeros(batch, length, dtype=torch.bool, device=context.device)
+        mask[:, 0] = True
+        return context, mask
 
     def forward(self, latents: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None,
                 kv_cache: ChunkKVCache | None = None) -> Tensor:

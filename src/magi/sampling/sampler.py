@@ -40,14 +40,6 @@ def per_sample_noise(shape: tuple[int, ...], generators: list[torch.Generator]) 
     return torch.stack([torch.randn(shape, generator=g) for g in generators])
 
 
-def pad_context(context: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
-    extra = length - context.shape[1]
-    if extra <= 0:
-        return context, mask
-    return (torch.cat([context, context.new_zeros(context.shape[0], extra, context.shape[2])], 1),
-            torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], 1))
-
-
 @torch.no_grad()
 def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: Tensor, *, num_chunks: int,
                   latent_shape: tuple[int, int, int], prefix: Prefix | None = None, seed: int = 0,
@@ -70,11 +62,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
 
     guided = cfg.guidance != "none"
     if guided:
-        null, null_mask = dit.unconditional_context(B)
-        length = max(context.shape[1], null.shape[1])
-        context, context_mask = pad_context(context, context_mask, length)
-        null, null_mask = pad_context(null.to(context.dtype), null_mask, length)
-        branch_context = torch.cat([context, null])  # (2B, L, Dc): [text ; no text]
+        null, null_mask = dit.unconditional_context(B, context.shape[1])
+        branch_context = torch.cat([context, null.to(context.dtype)])  # (2B, L, Dc): [text ; no text]
         branch_mask = torch.cat([context_mask, null_mask])
     else:
         branch_context, branch_mask = context, context_mask
