@@ -7,14 +7,18 @@ prefixes (t2v / i2v / v2v in one model) and caption dropout (for classifier-free
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from magi.config import RunConfig
 from magi.flow.matching import autoregressive_times, flow_loss
-from magi.models.dit import DiT
-from magi.models.vae import TransformerVAE
 from magi.training.loop import Objective, step_generator
+
+if TYPE_CHECKING:
+    from magi.models.dit import DiT
+    from magi.models.vae import TransformerVAE
 
 
 def frames_to_video(frames: Tensor) -> Tensor:

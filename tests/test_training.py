@@ -1,0 +1,70 @@
+from dataclasses import replace
+
+import torch
+
+from magi.config import DiTConfig, RunConfig, TextConfig, TrainConfig, VAEConfig
+from magi.flow.matching import autoregressive_times
+from magi.models.dit import DiT
+from magi.training.loop import train
+from magi.training.objectives import dit_objective
+
+
+def tiny_cfg(steps=6) -> RunConfig:
+    return RunConfig(
+        name="unit",
+        vae=VAEConfig(latent_channels=4, dim=32, num_heads=2),
+        dit=DiTConfig(in_channels=4, dim=32, depth=1, num_heads=2, num_kv_heads=1, head_dim=16, ffn_dim=64,
+                      context_dim=8, chunk_frames=2),
+        text=TextConfig(kind="hash", dim=8),
+        train=TrainConfig(steps=steps, batch_size=3, lr=1e-3, warmup_steps=2, checkpoint_every=3, log_every=1,
+                          sample_every=0, clip_chunks=2, ema_decay=0.9),
+    )
+
+
+def data(n=5):
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(n, 4, 6, 4, 4, generator=g), torch.randn(n, 3, 8, generator=g),
+            torch.ones(n, 3, dtype=torch.bool))
+
+
+def run(cfg, run_dir, stop_after=None):
+    torch.manual_seed(0)
+    model = DiT(cfg.dit)
+    ema, state = train(model, dit_objective(*data(), cfg), cfg, run_dir, stop_after=stop_after, progress=False)
+    return model, ema, state
+
+
+def test_resume_after_kill_is_exact(tmp_path):
+    cfg = tiny_cfg()
+    straight, straight_ema, s1 = run(cfg, tmp_path / "a")
+    run(cfg, tmp_path / "b", stop_after=4)  # "killed" after step 4: last checkpoint is step 3
+    resumed, resumed_ema, s2 = run(cfg, tmp_path / "b")
+    assert s1.step == s2.step == 6
+    assert s1.losses == s2.losses
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight_ema.state_dict().values(), resumed_ema.state_dict().values()):
+        assert torch.equal(a, b)
+    assert (tmp_path / "b" / "checkpoint" / "config.json").is_file()
+    assert (tmp_path / "b" / "loss.csv").read_text().count("\n") == 7
+
+
+def test_loss_decreases_when_overfitting(tmp_path):
+    cfg = tiny_cfg(steps=80)
+    cfg = replace(cfg, train=replace(cfg.train, lr=3e-3, checkpoint_every=1000))
+    latents = torch.linspace(-1, 1, 4)[None, :, None, None, None].expand(2, 4, 6, 4, 4) * 2  # one fixed video
+    objective = dit_objective(latents.contiguous(), torch.zeros(2, 3, 8), torch.ones(2, 3, dtype=torch.bool), cfg)
+    torch.manual_seed(0)
+    _, state = train(DiT(cfg.dit), objective, cfg, tmp_path, progress=False)
+    assert sum(state.losses[-10:]) / 10 < 0.8 * sum(state.losses[:10]) / 10
+
+
+def test_autoregressive_times_properties():
+    g = torch.Generator().manual_seed(0)
+    t = autoregressive_times(500, 3, 2, logit_std=1.0, shift=3.0, prefix_probs=(0.3, 0.2, 0.5), generator=g)
+    assert t.shape == (500, 6) and torch.all((t > 0) & (t <= 1))
+    chunk_t = t[:, ::2]
+    assert torch.all(chunk_t[:, 1:] <= chunk_t[:, :-1])  # later chunks are noisier
+    clean_frames = (t == 1).sum(1)
+    assert set(clean_frames.tolist()) == {0, 1, 2, 4}  # t2v, i2v, v2v with 1 or 2 chunks
+    assert torch.all(t[:, -2:] < 1)  # the last chunk always has something to learn
