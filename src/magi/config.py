@@ -69,7 +69,7 @@ class DiTConfig:
     context_dim: int = 384  # text encoder width (T5: 4096)
     context_max_length: int = 64
     cond_ratio: float = 0.25  # timestep-conditioning width = dim * cond_ratio
-    modulation_softcap: float = 1.0  # adaLN scales/gates are softcapped: c * tanh(x / c)
+    modulation_softcap: float = 1.0  # adaLN gates are softcapped: c * tanh(x / c)
     x_rescale_factor: float = 1.0
     chunk_frames: int = 6  # latent frames per autoregressive chunk
     rope_theta: float = 10000.0

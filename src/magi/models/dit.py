@@ -3,16 +3,17 @@
 Shapes (see docs/ARCHITECTURE.md): latents (B, C, T, H, W) with T latent frames, tokens (B, N, D) with
 N = T * (H / p) * (W / p) in (t, h, w) order, context (B, L, Dc) text embeddings.
 
-One block (parallel attention, sandwich-normed FFN, softcapped adaLN):
+One block (parallel attention, sandwich-normed FFN, softcapped adaLN gates), as in MAGI-1:
 
-    h   = RMSNorm(x) * (1 + scale_a)
+    h   = RMSNorm(x)
     a   = W_o [SelfAttn(h) ; CrossAttn(h, text)]          # self and cross attention side by side
-    x   = x + gate_a * RMSNorm(a)
-    f   = FFN(RMSNorm(x) * (1 + scale_f))                  # SwiGLU
-    x   = x + gate_f * RMSNorm(f)
+    x   = x + RMSNorm(gate_a * a)
+    f   = FFN(RMSNorm(x))                                  # SwiGLU (or GELU MLP for the 4.5B model)
+    x   = x + RMSNorm(gate_f * f)
 
-with (scale_a, gate_a, scale_f, gate_f) = softcap(Linear(c_t)) per latent frame, where c_t embeds that
-frame's noise level t (constant within a chunk; clean prefix frames have t = 1) plus the pooled text.
+with (gate_a, gate_f) = softcap(Linear(SiLU(c_t))) per latent frame, where c_t embeds that frame's noise
+level t (constant within a chunk; clean prefix frames have t = 1) plus the pooled text. The post-norm
+gains start at zero, so every block starts as the identity.
 Self-attention is block-causal over chunks, uses QK-norm, grouped K/V heads and 3-D RoPE.
 """
 
@@ -39,13 +40,8 @@ from magi.models.layers import (
 TIME_FREQ_DIM = 256
 
 
-def modulate(x: Tensor, scale: Tensor, frames: int) -> Tensor:
-    """x: (B, N, D) tokens of ``frames`` latent frames; scale: (B, frames, D) per frame."""
-    B, N, D = x.shape
-    return (x.view(B, frames, N // frames, D) * (1 + scale[:, :, None])).view(B, N, D)
-
-
 def gated(x: Tensor, gate: Tensor, frames: int) -> Tensor:
+    """x: (B, N, D) tokens of ``frames`` latent frames; gate: (B, frames, D), one gate per frame."""
     B, N, D = x.shape
     return (x.view(B, frames, N // frames, D) * gate[:, :, None]).view(B, N, D)
 
@@ -57,7 +53,7 @@ class Block(nn.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.cap = cfg.modulation_softcap
         d, q_dim, kv_dim = cfg.dim, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        self.modulation = nn.Linear(cfg.cond_dim, 4 * d)
+        self.modulation = nn.Linear(cfg.cond_dim, 2 * d)
         self.attn_norm = RMSNorm(d, cfg.norm_eps)
         self.qkv = nn.Linear(d, q_dim + 2 * kv_dim, bias=False)
         self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
@@ -98,13 +94,13 @@ class Block(nn.Module):
                 rope: tuple[Tensor, Tensor], mask: Tensor, kv_cache: ChunkKVCache | None,
                 tokens_per_chunk: int) -> Tensor:
         frames = cond.shape[1]
-        scale_a, gate_a, scale_f, gate_f = softcap(self.modulation(cond), self.cap).chunk(4, dim=-1)
-        h = modulate(self.attn_norm(x), scale_a, frames)
+        gate_a, gate_f = softcap(self.modulation(F.silu(cond)), self.cap).chunk(2, dim=-1)  # (B, T, D) each
+        h = self.attn_norm(x)
         a = torch.cat([self.self_attention(h, rope, mask, kv_cache, tokens_per_chunk),
                        self.cross_attention(h, context, context_mask)], dim=-1)  # (B, N, 2 * H * Dh)
-        x = x + gated(self.attn_post_norm(self.attn_out(a)), gate_a, frames)
-        f = self.ffn(modulate(self.ffn_norm(x), scale_f, frames))
-        return x + gated(self.ffn_post_norm(f), gate_f, frames)
+        x = x + self.attn_post_norm(gated(self.attn_out(a), gate_a, frames))
+        f = self.ffn(self.ffn_norm(x))
+        return x + self.ffn_post_norm(gated(f, gate_f, frames))
 
 
 class DiT(nn.Module):
@@ -115,18 +111,16 @@ class DiT(nn.Module):
         self.patch_embed = nn.Linear(cfg.in_channels * p * p, d)
         self.time_embed = nn.Sequential(nn.Linear(TIME_FREQ_DIM, cfg.cond_dim), nn.SiLU(),
                                         nn.Linear(cfg.cond_dim, cfg.cond_dim))
-        self.context_embed = nn.Sequential(nn.Linear(cfg.context_dim, d), nn.GELU(approximate="tanh"),
-                                           nn.Linear(d, d))
+        self.context_embed = nn.Sequential(nn.Linear(cfg.context_dim, d), nn.SiLU())
         self.context_pool = nn.Linear(cfg.context_dim, cfg.cond_dim)
         self.null_context = nn.Parameter(torch.zeros(1, 1, cfg.context_dim))  # learned "no text" token
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.depth))
         self.final_norm = RMSNorm(d, cfg.norm_eps)
-        self.final_modulation = nn.Linear(cfg.cond_dim, d)
         self.final_proj = nn.Linear(d, cfg.in_channels * p * p)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier linears; adaLN modulations and the output projection start at zero (adaLN-Zero)."""
+        """Xavier linears; post-norm gains and the output projection start at zero (identity blocks)."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -134,9 +128,9 @@ class DiT(nn.Module):
                     nn.init.zeros_(module.bias)
         nn.init.normal_(self.null_context, std=0.02)
         for block in self.blocks:
-            nn.init.zeros_(block.modulation.weight)
-        for layer in (self.final_modulation, self.final_proj):
-            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(block.attn_post_norm.weight)
+            nn.init.zeros_(block.ffn_post_norm.weight)
+        nn.init.zeros_(self.final_proj.weight)
 
     def unconditional_context(self, batch: int, length: int = 1) -> tuple[Tensor, Tensor]:
         """The learned null text as (B, length, Dc) context and mask (one real token, then padding)."""
@@ -165,7 +159,7 @@ class DiT(nn.Module):
         weights = context_mask.unsqueeze(-1).to(context.dtype)
         pooled = (context * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, Dc)
         cond = self.time_embed(timestep_embedding(t, TIME_FREQ_DIM).to(x.dtype))  # (B, T, Dcond)
-        cond = F.silu(cond + self.context_pool(pooled)[:, None])
+        cond = cond + self.context_pool(pooled)[:, None]
         text = self.context_embed(context)  # (B, L, D)
 
         cached_frames = kv_cache.num_chunks * cfg.chunk_frames if kv_cache is not None else 0
@@ -178,6 +172,5 @@ class DiT(nn.Module):
         for block in self.blocks:
             x = block(x, cond, text, context_mask, rope, mask, kv_cache, tokens_per_chunk)
 
-        scale = softcap(self.final_modulation(cond), cfg.modulation_softcap)
-        x = self.final_proj(modulate(self.final_norm(x), scale, T))  # (B, N, C * p * p)
+        x = self.final_proj(self.final_norm(x))  # (B, N, C * p * p)
         return rearrange(x, "b (t h w) (c p q) -> b c t (h p) (w q)", t=T, h=h, w=w, p=p, q=p)
