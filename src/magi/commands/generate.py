@@ -70,14 +70,15 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from magi.io.video import atomic_write_text, read_image, read_video, write_video
-    from magi.sampling.pipeline import Request, build_pipeline, generate_frames
+    from magi.sampling.pipeline import Request, build_pipeline, generate_frames, validate
 
     cfg = resolve_config(args)
     image = read_image(args.image_path) if args.image_path else None
     prefix = read_video(args.prefix_video_path)[0] if args.prefix_video_path else None
     request = Request(mode=args.mode, prompt=args.prompt, image=image, prefix_video=prefix,
-                      num_frames=args.num_frames or cfg.video.num_frames, seed=args.seed,
+                      num_frames=cfg.video.num_frames if args.num_frames is None else args.num_frames, seed=args.seed,
                       include_prefix=not args.no_prefix_in_output, use_kv_cache=not args.no_kv_cache)
+    validate(request, cfg)
     pipe = build_pipeline(cfg)
     output = Path(args.output_path)
     output.parent.mkdir(parents=True, exist_ok=True)

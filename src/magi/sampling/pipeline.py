@@ -36,8 +36,13 @@ class Pipeline:
 
 
 def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
-    """Instantiate the networks of ``cfg`` and load ``cfg.weights`` strictly (random init if empty)."""
-    vae, dit = TransformerVAE(cfg.vae), DiT(cfg.dit)
+    """Instantiate the networks of ``cfg`` and load ``cfg.weights`` strictly.
+
+    Without weights the networks keep a fixed-seed random init, so that a run is still reproducible.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vae, dit = TransformerVAE(cfg.vae), DiT(cfg.dit)
     if cfg.weights:
         folder = resolve_checkpoint_dir(cfg.weights)
         load_weights(vae, folder / "vae.safetensors")

@@ -1,0 +1,141 @@
+"""Reading and writing videos and images; conversion between uint8 frames and model tensors.
+
+Frames on disk and in numpy are uint8 (T, H, W, 3); model tensors are float (3, T, H, W) in [-1, 1].
+Every write goes to a temporary name in the target folder and is renamed when complete, so a crash
+never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from magi.errors import InputError
+
+
+def frames_to_tensor(frames: np.ndarray) -> Tensor:
+    """(T, H, W, 3) uint8 -> (3, T, H, W) float32 in [-1, 1]."""
+    return torch.tensor(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+
+def tensor_to_frames(video: Tensor) -> np.ndarray:
+    """(3, T, H, W) float in [-1, 1] -> (T, H, W, 3) uint8 (rounded, clamped)."""
+    pixels = ((video.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return pixels.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Center-crop to the target aspect ratio, then area-resize: (T, H, W, 3) uint8 -> (T, height, width, 3)."""
+    _, H, W, _ = frames.shape
+    if (H, W) == (height, width):
+        return frames
+    if H * width > W * height:  # too tall: crop rows
+        crop = round(W * height / width)
+        frames = frames[:, (H - crop) // 2:(H - crop) // 2 + crop]
+    elif H * width < W * height:  # too wide: crop columns
+        crop = round(H * width / height)
+        frames = frames[:, :, (W - crop) // 2:(W - crop) // 2 + crop]
+    video = torch.tensor(frames).permute(0, 3, 1, 2).float()  # (T, 3, H', W')
+    video = F.interpolate(video, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return video.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as (H, W, 3) uint8."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image not found: '{path}'")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise InputError(f"cannot read image '{path}': {error}") from None
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """A video file as ((T, H, W, 3) uint8 frames, fps). ``.npz`` files hold a ``frames`` array (fps 8)."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"video not found: '{path}'")
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            if "frames" not in data:
+                raise InputError(f"'{path}' has no 'frames' array")
+            frames = data["frames"][:max_frames]
+            return frames, float(data["fps"]) if "fps" in data else 8.0
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or 24.0
+            frames = []
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except (av.error.FFmpegError, IndexError) as error:
+        raise InputError(f"cannot read video '{path}': {error}") from None
+    if not frames:
+        raise InputError(f"video '{path}' has no frames")
+    return np.stack(frames), fps
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix); rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}"
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float,
+                crf: int = 12) -> int:
+    """Write H.264 mp4 from (T, H, W, 3) uint8 frames or an iterable of such batches; returns the frame count.
+
+    Batches may come from a generator (streaming generation): nothing is kept in memory, and if the
+    generator raises, no file is left at ``path``.
+    """
+    import av
+    from fractions import Fraction
+
+    batches = [frames] if isinstance(frames, np.ndarray) else frames
+    count = 0
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = None
+            for batch in batches:
+                for frame in batch:
+                    if stream is None:
+                        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                        stream.height, stream.width = frame.shape[:2]
+                        stream.pix_fmt = "yuv420p"
+                        stream.options = {"crf": str(crf)}
+                    container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame),
+                                                                           format="rgb24")))
+                    count += 1
+            if stream is None:
+                raise InputError("no frames to write")
+            container.mux(stream.encode())
+    return count
