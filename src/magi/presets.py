@@ -15,6 +15,7 @@ from magi.config import (
     RunConfig,
     SamplerConfig,
     TextConfig,
+    TrainConfig,
     VAEConfig,
     VideoConfig,
 )
@@ -34,6 +35,44 @@ def tiny() -> RunConfig:
                               text_scales=(2.0, 2.0, 2.0, 1.0, 1.0), prefix_scales=(1.5, 1.5, 1.5, 1.0, 1.0)),
         video=VideoConfig(height=64, width=64, num_frames=48, fps=8),
     )
+
+
+def physics_64() -> RunConfig:
+    """The model trained by this project on simulated physics (64x64, 8 fps) and shipped in the package.
+
+    Weights: ``builtin:physics-64`` (see docs/TRAINING.md for the exact commands that produced them).
+    """
+    return RunConfig(
+        name="physics-64",
+        vae=VAEConfig(latent_channels=16, dim=128, encoder_depth=2, decoder_depth=3, num_heads=4,
+                      scale_factor=1.0),  # the shipped config.json carries the fitted scale factor
+        dit=DiTConfig(in_channels=16, dim=192, depth=4, num_heads=6, num_kv_heads=2, head_dim=32, ffn_dim=512,
+                      context_dim=384, context_max_length=32),
+        text=TextConfig(kind="minilm", dim=384, max_length=32),
+        sampler=SamplerConfig(steps=16, window_size=4, shift=3.0, context_chunks=4,
+                              text_scales=(2.0, 2.0, 2.0, 1.0, 1.0), prefix_scales=(1.5, 1.5, 1.5, 1.0, 1.0)),
+        video=VideoConfig(height=64, width=64, num_frames=48, fps=8),
+        weights="builtin:physics-64",
+    )
+
+
+# Training recipes: (preset, phase) -> TrainConfig used by ``magi train <phase> --preset <preset>``.
+TRAINING: dict[tuple[str, str], Callable[[], TrainConfig]] = {
+    ("physics-64", "vae"): lambda: TrainConfig(steps=1500, batch_size=8, lr=1e-3, warmup_steps=100,
+                                               clip_frames=24, kl_weight=1e-6, ema_decay=0.995,
+                                               checkpoint_every=100, sample_every=250),
+    ("physics-64", "dit"): lambda: TrainConfig(steps=3000, batch_size=16, lr=1e-3, warmup_steps=100,
+                                               clip_chunks=3, ema_decay=0.998, checkpoint_every=100,
+                                               sample_every=500, caption_dropout=0.1,
+                                               prefix_probs=(0.2, 0.3, 0.5)),
+}
+
+
+def training_config(preset: str, phase: str) -> RunConfig:
+    """The preset with its training recipe for ``phase`` (vae or dit); the plain preset if none."""
+    cfg = get_preset(preset)
+    recipe = TRAINING.get((preset, phase))
+    return replace(cfg, weights="", train=recipe()) if recipe else replace(cfg, weights="")
 
 
 def _magi_vae() -> VAEConfig:
@@ -80,6 +119,7 @@ def fp8(base: RunConfig) -> RunConfig:
 
 PRESETS: dict[str, Callable[[], RunConfig]] = {
     "tiny": tiny,
+    "physics-64": physics_64,
     "magi-4.5b": magi_4p5b,
     "magi-4.5b-distill": lambda: distilled(magi_4p5b()),
     "magi-4.5b-distill-fp8": lambda: fp8(distilled(magi_4p5b())),

@@ -1,0 +1,51 @@
+"""``magi train vae|dit``: train the two networks of a MAGI-1 model on a clip dataset (see ``magi data``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from magi.config import apply_overrides
+from magi.errors import InputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train the VAE or the DiT (resumes from --out if it has a checkpoint)")
+    phases = p.add_subparsers(dest="phase", required=True)
+    for phase, help_text in (("vae", "train the video VAE"), ("dit", "train the DiT on latents of a trained VAE"),
+                             ("export", "export the EMA weights of a DiT run's latest checkpoint")):
+        q = phases.add_parser(phase, help=help_text)
+        q.add_argument("--out", required=True, help="run directory (checkpoints, samples, export/)")
+        if phase == "export":
+            continue
+        q.add_argument("--data", required=True, help="dataset root written by `magi data`")
+        q.add_argument("--preset", default="physics-64", help="architecture + training recipe")
+        q.add_argument("--steps", type=int, help="override train.steps")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+        q.add_argument("--no_progress", action="store_true")
+        if phase == "dit":
+            q.add_argument("--vae", required=True, help="run directory of the trained VAE")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from magi.presets import training_config
+    from magi.training import runs
+
+    out = Path(args.out)
+    if args.phase == "export":
+        if not (out / "vae.safetensors").is_file():
+            raise InputError(f"'{out}' is not a DiT run directory")
+        print(f"exported {runs.export_dit(out)}")
+        return 0
+    if not Path(args.data).is_dir():
+        raise InputError(f"dataset '{args.data}' not found (create it with `magi data`)")
+    overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+    cfg = apply_overrides(training_config(args.preset, args.phase), overrides)
+    if args.phase == "vae":
+        psnr = runs.train_vae(cfg, Path(args.data), out, progress=not args.no_progress)
+        print(f"VAE exported to {out / 'export'}; dev reconstruction PSNR {psnr:.2f} dB")
+    else:
+        runs.train_dit(cfg, Path(args.data), Path(args.vae), out, progress=not args.no_progress)
+        print(f"DiT exported to {out / 'export'} (use: magi generate --checkpoint {out / 'export'})")
+    return 0

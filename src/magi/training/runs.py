@@ -1,0 +1,201 @@
+"""The two training runs of a MAGI-1 model on a clip dataset: the VAE first, then the DiT on cached latents.
+
+A run directory holds ``config.json``, ``checkpoint/`` (exact resume), ``loss.csv``, ``samples/`` and,
+once exported, ``export/``: a complete checkpoint directory (``config.json`` + ``vae.safetensors`` [+
+``dit.safetensors``]) that ``magi generate --checkpoint`` loads. Exports use the EMA weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from magi.config import RunConfig
+from magi.errors import InputError
+from magi.io.video import atomic_write_text, tensor_to_frames, write_video
+from magi.io.weights import load_weights, read_safetensors, save_weights
+from magi.models.dit import DiT
+from magi.models.text import build_text_encoder
+from magi.models.vae import TransformerVAE
+from magi.training.loop import find_checkpoint, train
+from magi.training.objectives import dit_objective, frames_to_video, vae_objective
+
+ENCODE_BATCH = 8
+
+
+def load_clips(data: Path, split: str) -> tuple[np.ndarray, list[str]]:
+    from magi.physics.dataset import load_split
+
+    return load_split(Path(data), split)
+
+
+@torch.no_grad()
+def reconstruction_psnr(vae: TransformerVAE, clips: np.ndarray) -> float:
+    """Mean PSNR (dB, pixels in [0, 255]) of encode -> decode over uint8 clips (N, T, H, W, 3)."""
+    vae.eval()
+    psnrs = []
+    for start in range(0, len(clips), ENCODE_BATCH):
+        video = frames_to_video(torch.from_numpy(clips[start:start + ENCODE_BATCH]))
+        recon = vae.decode(vae.encode(video)).clamp(-1, 1)
+        mse = ((recon - video) * 127.5).pow(2).mean(dim=(1, 2, 3, 4))
+        psnrs.extend((10 * torch.log10(255.0**2 / mse.clamp(min=1e-10))).tolist())
+    return float(np.mean(psnrs))
+
+
+@torch.no_grad()
+def latent_std(vae: TransformerVAE, clips: np.ndarray) -> float:
+    """Standard deviation of the unscaled posterior means (to set ``vae.scale_factor = 1 / std``)."""
+    means = [vae.encode_distribution(frames_to_video(torch.from_numpy(clips[i:i + ENCODE_BATCH])))[0]
+             for i in range(0, len(clips), ENCODE_BATCH)]
+    return float(torch.cat(means).std())
+
+
+def whole_frames(clips: np.ndarray, stride: int) -> np.ndarray:
+    return clips[:, : clips.shape[1] // stride * stride]
+
+
+def train_vae(cfg: RunConfig, data: Path, run_dir: Path, *, progress: bool = True) -> float:
+    """Train the VAE on ``data``/train, export it with a fitted scale factor; returns the dev PSNR."""
+    clips, _ = load_clips(data, "train")
+    dev, _ = load_clips(data, "dev")
+    dev = whole_frames(dev[:16], cfg.vae.patch_t)
+    samples = run_dir / "samples"
+
+    def on_sample(ema: TransformerVAE, step: int) -> None:
+        psnr = reconstruction_psnr(ema, dev)
+        samples.mkdir(parents=True, exist_ok=True)
+        with open(samples / "psnr.csv", "a") as log:
+            log.write(f"{step},{psnr:.3f}\n")
+        video = frames_to_video(torch.from_numpy(dev[:1]))
+        with torch.no_grad():
+            recon = ema.decode(ema.encode(video))
+        pair = torch.cat([video, recon], dim=4)[0]  # (3, T, H, 2W): truth | reconstruction
+        write_video(samples / f"recon-{step:06d}.mp4", tensor_to_frames(pair), fps=cfg.video.fps)
+        ema.train()
+
+    torch.manual_seed(cfg.train.seed)
+    ema, _ = train(TransformerVAE(cfg.vae), vae_objective(torch.from_numpy(clips), cfg), cfg, run_dir,
+                   on_sample=on_sample, progress=progress)
+    return export_vae(cfg, run_dir, ema, clips, dev)
+
+
+def export_vae(cfg: RunConfig, run_dir: Path, ema: TransformerVAE, clips: np.ndarray, dev: np.ndarray) -> float:
+    """Write ``export/`` from the EMA weights, with ``scale_factor`` fitted so latents have unit std."""
+    ema.eval()
+    scale = 1.0 / latent_std(ema, whole_frames(clips[:64], cfg.vae.patch_t))
+    cfg = replace(cfg, vae=replace(cfg.vae, scale_factor=round(scale, 6)))
+    ema.cfg = cfg.vae
+    export = run_dir / "export"
+    export.mkdir(exist_ok=True)
+    save_weights(export / "vae.safetensors", ema.state_dict())
+    cfg.save(export / "config.json")
+    psnr = reconstruction_psnr(ema, dev)
+    atomic_write_text(export / "metrics.json", json.dumps({"dev_psnr_db": psnr, "scale_factor": scale}) + "\n")
+    return psnr
+
+
+def _ema_from_checkpoint(run_dir: Path, module: torch.nn.Module) -> torch.nn.Module:
+    found = find_checkpoint(run_dir)
+    if found is None:
+        raise InputError(f"run '{run_dir}' has no checkpoint")
+    load_weights(module, found / "ema.safetensors")
+    return module
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def cached_latents(vae: TransformerVAE, clips: np.ndarray, cache: Path, key: str,
+                   progress: bool = True) -> Tensor:
+    """Encode every clip once: (N, C, T', h, w) scaled latents, reused while ``key`` matches."""
+    if cache.is_file():
+        stored = read_safetensors(cache)
+        if stored.get("key") is not None and bytes(stored["key"].tolist()).decode() == key:
+            return stored["latents"]
+    vae.eval()
+    clips = whole_frames(clips, vae.cfg.patch_t)
+    parts = [vae.encode(frames_to_video(torch.from_numpy(clips[i:i + ENCODE_BATCH])))
+             for i in tqdm(range(0, len(clips), ENCODE_BATCH), desc="encode latents", disable=not progress)]
+    latents = torch.cat(parts)
+    save_weights(cache, {"latents": latents, "key": torch.tensor(list(key.encode()), dtype=torch.uint8)})
+    return latents
+
+
+@torch.no_grad()
+def encode_captions(cfg: RunConfig, captions: list[str], batch: int = 64) -> tuple[Tensor, Tensor]:
+    """(N, max_length, dim) contexts and (N, max_length) masks, padded to the config's max length."""
+    encoder = build_text_encoder(cfg.text)
+    unique = sorted(set(captions))
+    L = cfg.text.max_length
+    table, table_mask = torch.zeros(len(unique), L, cfg.text.dim), torch.zeros(len(unique), L, dtype=torch.bool)
+    for start in range(0, len(unique), batch):
+        context, mask = encoder.encode(unique[start:start + batch])
+        n = min(L, context.shape[1])
+        table[start:start + len(context), :n], table_mask[start:start + len(context), :n] = context[:, :n], mask[:, :n]
+    position = {caption: i for i, caption in enumerate(unique)}
+    index = torch.tensor([position[c] for c in captions])
+    return table[index], table_mask[index]
+
+
+def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progress: bool = True) -> None:
+    """Train the DiT on latents of ``data``/train encoded by the exported VAE of ``vae_run``; export all."""
+    vae_export = vae_run / "export"
+    if not (vae_export / "vae.safetensors").is_file():
+        raise InputError(f"'{vae_run}' has no exported VAE (export/vae.safetensors); train the VAE first")
+    cfg = replace(cfg, vae=RunConfig.load(vae_export / "config.json").vae)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(vae_export / "vae.safetensors", run_dir / "vae.safetensors")
+    vae = TransformerVAE(cfg.vae)
+    load_weights(vae, run_dir / "vae.safetensors")
+
+    clips, captions = load_clips(data, "train")
+    key = f"{_file_digest(run_dir / 'vae.safetensors')}-{len(clips)}-{clips.shape}"
+    latents = cached_latents(vae, clips, run_dir / "latents.safetensors", key, progress)
+    del clips
+    contexts, masks = encode_captions(cfg, captions)
+    dev, dev_captions = load_clips(data, "dev")
+
+    def on_sample(ema: DiT, step: int) -> None:
+        write_training_sample(cfg, vae, ema, dev[0], dev_captions[0], run_dir / "samples" / f"v2v-{step:06d}.mp4")
+        ema.train()
+
+    torch.manual_seed(cfg.train.seed)
+    train(DiT(cfg.dit), dit_objective(latents, contexts, masks, cfg), cfg, run_dir, on_sample=on_sample,
+          progress=progress)
+    export_dit(run_dir)
+
+
+@torch.no_grad()
+def write_training_sample(cfg: RunConfig, vae: TransformerVAE, dit: DiT, clip: np.ndarray, caption: str,
+                          path: Path) -> None:
+    """v2v from the first chunk of ``clip``: writes truth | generated side by side."""
+    from magi.sampling.pipeline import Pipeline, Request, generate_frames
+
+    dit.eval()
+    prefix = cfg.frames_per_chunk
+    pipe = Pipeline(cfg, vae, dit, build_text_encoder(cfg.text))
+    request = Request(mode="v2v", prompt=caption, prefix_video=clip[:prefix], num_frames=len(clip) - prefix)
+    generated = np.concatenate(list(generate_frames(pipe, request)))[: len(clip)]
+    write_video(path, np.concatenate([clip[: len(generated)], generated], axis=2), fps=cfg.video.fps)
+
+
+def export_dit(run_dir: Path) -> Path:
+    """Write ``export/`` (config + VAE + EMA DiT) from the latest checkpoint of a DiT run."""
+    cfg = RunConfig.load(run_dir / "config.json")
+    dit = _ema_from_checkpoint(run_dir, DiT(cfg.dit))
+    export = run_dir / "export"
+    export.mkdir(exist_ok=True)
+    save_weights(export / "dit.safetensors", dit.state_dict())
+    shutil.copyfile(run_dir / "vae.safetensors", export / "vae.safetensors")
+    replace(cfg, weights="").save(export / "config.json")
+    return export

@@ -1,0 +1,85 @@
+"""`magi train vae` -> `magi train dit` -> `magi generate --checkpoint <export>` on a tiny synthetic dataset."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from magi.cli import main
+from magi.config import RunConfig
+from magi.io.video import read_video
+from magi.presets import TRAINING, get_preset
+from magi.training import runs
+
+
+def moving_squares(n: int, frames: int = 48, size: int = 64) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(n)
+    clips = np.full((n, frames, size, size, 3), 40, dtype=np.uint8)
+    captions = []
+    for i in range(n):
+        colour = rng.integers(120, 255, 3)
+        x, vx = rng.integers(0, size - 8), rng.choice([-1, 1])
+        for t in range(frames):
+            left = int(np.clip(x + vx * t, 0, size - 8))
+            clips[i, t, 20:28, left:left + 8] = colour
+        captions.append(f"a square moves {'right' if vx > 0 else 'left'}")
+    return clips, captions
+
+
+@pytest.fixture
+def tiny_recipes(monkeypatch):
+    data = {"train": moving_squares(6), "dev": moving_squares(2)}
+    monkeypatch.setattr(runs, "load_clips", lambda root, split: data[split])
+    monkeypatch.setitem(runs.__dict__, "ENCODE_BATCH", 4)
+    base = replace(get_preset("tiny"), weights="")
+    vae_train = replace(base.train, steps=4, batch_size=2, clip_frames=8, checkpoint_every=2, sample_every=2,
+                        warmup_steps=1)
+    dit_train = replace(vae_train, clip_chunks=2, sample_every=4)
+    import magi.presets as presets
+
+    monkeypatch.setitem(presets.TRAINING, ("tiny", "vae"), lambda: vae_train)
+    monkeypatch.setitem(presets.TRAINING, ("tiny", "dit"), lambda: dit_train)
+
+
+def test_train_vae_then_dit_then_generate(tmp_path, tiny_recipes):
+    data = tmp_path / "data"
+    data.mkdir()
+    common = ["--data", str(data), "--preset", "tiny", "--set", "text.kind=hash", "--no_progress"]
+    assert main(["train", "vae", "--out", str(tmp_path / "vae"), *common]) == 0
+    metrics = json.loads((tmp_path / "vae" / "export" / "metrics.json").read_text())
+    assert metrics["dev_psnr_db"] > 0 and metrics["scale_factor"] > 0
+    assert RunConfig.load(tmp_path / "vae" / "export" / "config.json").vae.scale_factor == \
+        pytest.approx(metrics["scale_factor"], rel=1e-4)
+    assert (tmp_path / "vae" / "samples" / "recon-000002.mp4").is_file()
+
+    assert main(["train", "dit", "--out", str(tmp_path / "dit"), "--vae", str(tmp_path / "vae"), *common]) == 0
+    export = tmp_path / "dit" / "export"
+    assert {p.name for p in export.iterdir()} == {"config.json", "vae.safetensors", "dit.safetensors"}
+    assert (tmp_path / "dit" / "samples" / "v2v-000004.mp4").is_file()
+    assert (tmp_path / "dit" / "loss.csv").read_text().count("\n") == 1 + 4
+
+    out = tmp_path / "gen.mp4"
+    assert main(["generate", "--checkpoint", str(export), "--prompt", "a square moves left", "--output_path",
+                 str(out), "--num_frames", "8"]) == 0
+    assert read_video(out)[0].shape == (8, 64, 64, 3)
+
+    # the latents are cached: a second run with more steps resumes and does not re-encode
+    cache = tmp_path / "dit" / "latents.safetensors"
+    stamp = cache.stat().st_mtime_ns
+    assert main(["train", "dit", "--out", str(tmp_path / "dit"), "--vae", str(tmp_path / "vae"), "--steps", "5",
+                 *common]) == 0
+    assert cache.stat().st_mtime_ns == stamp
+    assert (tmp_path / "dit" / "loss.csv").read_text().count("\n") == 1 + 5
+
+
+def test_train_dit_needs_an_exported_vae(tmp_path, tiny_recipes, capsys):
+    assert main(["train", "dit", "--out", str(tmp_path / "d"), "--vae", str(tmp_path / "none"), "--data",
+                 str(tmp_path), "--preset", "tiny"]) == 2
+    assert "no exported VAE" in capsys.readouterr().err
+
+
+def test_physics_recipes_use_a_known_preset():
+    for preset, phase in TRAINING:
+        assert phase in ("vae", "dit")
+        get_preset(preset)
