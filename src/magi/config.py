@@ -133,7 +133,9 @@ class QuantConfig:
     """Weight quantization applied from outside the model (a module swap), recorded in checkpoints."""
 
     mode: Literal["none", "fp8"] = "none"
-    keep_high_precision: tuple[str, ...] = ("patch_embed", "final_proj", "time_embed", "context_embed")
+    keep_high_precision: tuple[str, ...] = ("patch_embed", "final_proj", "time_embed", "context_embed",
+                                            "context_pool")
+    keep_edge_blocks: bool = True  # first and last transformer blocks stay high precision (MAGI-1 fp8 recipe)
 
     def __post_init__(self) -> None:
         _require(self.mode in ("none", "fp8"), f"quant.mode={self.mode!r} is not none|fp8")

@@ -59,11 +59,15 @@ def check_state_dict(module: nn.Module, state: dict[str, Tensor], source: str) -
         raise InputError(f"checkpoint '{source}' does not match the config: " + "; ".join(parts))
 
 
-def load_weights(module: nn.Module, path: str | Path) -> None:
-    """Strictly load a safetensors file into ``module`` (after checking every name and shape)."""
-    state = read_safetensors(path)
-    check_state_dict(module, state, str(path))
+def load_state(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Strictly load ``state`` into ``module`` after checking every name and shape."""
+    check_state_dict(module, state, source)
     module.load_state_dict(state, strict=True)
+
+
+def load_weights(module: nn.Module, path: str | Path) -> None:
+    """Strictly load a safetensors file into ``module``."""
+    load_state(module, read_safetensors(path), str(path))
 
 
 def save_weights(path: str | Path, state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:

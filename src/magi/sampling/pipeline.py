@@ -17,10 +17,11 @@ from torch import Tensor
 from magi.config import RunConfig
 from magi.errors import InputError
 from magi.io.video import frames_to_tensor, resize_frames, tensor_to_frames
-from magi.io.weights import load_weights, resolve_checkpoint_dir
+from magi.io.weights import load_state, load_weights, read_safetensors, resolve_checkpoint_dir
 from magi.models.dit import DiT
 from magi.models.text import TextEncoder, build_text_encoder
 from magi.models.vae import TransformerVAE
+from magi.quant.fp8 import is_fp8_state, quantize_
 from magi.sampling.sampler import Prefix, iter_generate, num_steps
 
 Mode = Literal["t2v", "i2v", "v2v"]
@@ -43,13 +44,22 @@ def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         vae, dit = TransformerVAE(cfg.vae), DiT(cfg.dit)
-    if cfg.weights:
+    dit = dit.to(dtype=DTYPES[cfg.dtype])  # before the fp8 swap: .to(dtype) would upcast fp8 buffers
+    if not cfg.weights:
+        quantize_(dit, cfg.quant)
+    else:
         folder = resolve_checkpoint_dir(cfg.weights)
         load_weights(vae, folder / "vae.safetensors")
-        load_weights(dit, folder / "dit.safetensors")
-    dtype = DTYPES[cfg.dtype]
-    vae = vae.to(device).eval()
-    dit = dit.to(device=device, dtype=dtype).eval()
+        state = read_safetensors(folder / "dit.safetensors")
+        if is_fp8_state(state):
+            if cfg.quant.mode != "fp8":
+                raise InputError(f"'{folder}' holds fp8 weights but the config has quant.mode={cfg.quant.mode}")
+            quantize_(dit, cfg.quant)
+            load_state(dit, state, str(folder / "dit.safetensors"))
+        else:  # high-precision weights, quantized on the fly if the config asks for fp8
+            load_state(dit, state, str(folder / "dit.safetensors"))
+            quantize_(dit, cfg.quant)
+    vae, dit = vae.to(device).eval(), dit.to(device).eval()
     return Pipeline(cfg, vae, dit, build_text_encoder(cfg.text))
 
 
