@@ -1,0 +1,68 @@
+"""KV cache vs full recompute, and the pipelined window vs one chunk at a time (one run, side by side).
+
+    python benchmarks/kv_cache.py [--preset physics-64] [--chunks 2,4,8,16] [--steps 8]
+
+Random weights (timing only). "recompute" re-runs the clean context chunks at every step, which is what an
+implementation without a KV cache does; "window 1" denoises one chunk at a time (no pipelining) with the
+same number of steps per chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from dataclasses import replace
+
+import torch
+
+from magi.models.dit import DiT
+from magi.presets import get_preset
+from magi.sampling.sampler import generate
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", default="physics-64")
+    parser.add_argument("--chunks", default="2,4,8,16")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    cfg = get_preset(args.preset)
+    sampler = replace(cfg.sampler, steps=args.steps, guidance="none")
+    torch.manual_seed(0)
+    dit = DiT(cfg.dit).eval()
+    latent_shape = (cfg.dit.in_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
+    context = torch.randn(1, 16, cfg.dit.context_dim)
+    mask = torch.ones(1, 16, dtype=torch.bool)
+
+    def run(chunks: int, cache: bool, window: int) -> float:
+        s = replace(sampler, window_size=window)
+        return timed(lambda: generate(dit, s, context, mask, num_chunks=chunks, latent_shape=latent_shape,
+                                      use_kv_cache=cache))
+
+    run(1, True, sampler.window_size)  # warm-up
+    print(f"# {args.preset}: DiT {sum(p.numel() for p in dit.parameters()) / 1e6:.1f}M params, "
+          f"{args.steps} steps/chunk, {platform.processor() or platform.machine()}, {args.threads} threads")
+    print("| chunks | cached s | recompute s | recompute/cached | cached vs 2 chunks | window 1 s | window 1/window 4 |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    base = None
+    for chunks in [int(c) for c in args.chunks.split(",")]:
+        cached = run(chunks, True, sampler.window_size)
+        recompute = run(chunks, False, sampler.window_size)
+        single = run(chunks, True, 1)
+        base = base or cached
+        print(f"| {chunks} | {cached:.2f} | {recompute:.2f} | {recompute / cached:.2f}x | {cached / base:.2f}x | "
+              f"{single:.2f} | {single / cached:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
