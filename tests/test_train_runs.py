@@ -40,6 +40,7 @@ def tiny_recipes(monkeypatch):
 
     monkeypatch.setitem(presets.TRAINING, ("tiny", "vae"), lambda: vae_train)
     monkeypatch.setitem(presets.TRAINING, ("tiny", "dit"), lambda: dit_train)
+    monkeypatch.setitem(presets.TRAINING, ("tiny", "distill"), lambda: replace(dit_train, sample_every=0))
 
 
 def test_train_vae_then_dit_then_generate(tmp_path, tiny_recipes):
@@ -72,6 +73,15 @@ def test_train_vae_then_dit_then_generate(tmp_path, tiny_recipes):
     assert cache.stat().st_mtime_ns == stamp
     assert (tmp_path / "dit" / "loss.csv").read_text().count("\n") == 1 + 5
 
+    # shortcut distillation of the exported model, then 8-step generation with the student
+    assert main(["distill", "--teacher", str(export), "--data", str(data), "--out", str(tmp_path / "student"),
+                 "--recipe", "tiny", "--no_progress"]) == 0
+    student = tmp_path / "student" / "export"
+    cfg = RunConfig.load(student / "config.json")
+    assert cfg.dit.step_conditioning and cfg.sampler.solver == "shortcut" and cfg.sampler.guidance == "none"
+    assert main(["generate", "--checkpoint", str(student), "--prompt", "a square", "--output_path",
+                 str(tmp_path / "fast.mp4"), "--num_frames", "8", "--steps", "8"]) == 0
+
 
 def test_train_dit_needs_an_exported_vae(tmp_path, tiny_recipes, capsys):
     assert main(["train", "dit", "--out", str(tmp_path / "d"), "--vae", str(tmp_path / "none"), "--data",
@@ -81,5 +91,5 @@ def test_train_dit_needs_an_exported_vae(tmp_path, tiny_recipes, capsys):
 
 def test_physics_recipes_use_a_known_preset():
     for preset, phase in TRAINING:
-        assert phase in ("vae", "dit")
+        assert phase in ("vae", "dit", "distill")
         get_preset(preset)

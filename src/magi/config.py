@@ -73,6 +73,7 @@ class DiTConfig:
     x_rescale_factor: float = 1.0
     chunk_frames: int = 6  # latent frames per autoregressive chunk
     rope_theta: float = 10000.0
+    step_conditioning: bool = False  # shortcut-distilled models also embed the step size d (flow/shortcut.py)
     norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
@@ -180,6 +181,8 @@ class TrainConfig:
     prefix_probs: tuple[float, ...] = (0.3, 0.2, 0.5)  # no prefix (t2v), one frame (i2v), whole chunks (v2v)
     t_logit_std: float = 1.0  # noise levels: sigmoid(N(0, std)) then shifted (see flow.matching)
     t_shift: float = 3.0
+    # Shortcut distillation (magi distill): step counts cycled through, finest first
+    shortcut_steps: tuple[int, ...] = (64, 32, 16, 8)
 
     def __post_init__(self) -> None:
         _require(self.steps > 0 and self.batch_size > 0 and self.lr > 0, "train steps, batch_size, lr must be > 0")

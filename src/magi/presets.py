@@ -65,6 +65,9 @@ TRAINING: dict[tuple[str, str], Callable[[], TrainConfig]] = {
                                                clip_chunks=3, ema_decay=0.998, checkpoint_every=100,
                                                sample_every=500, caption_dropout=0.1,
                                                prefix_probs=(0.2, 0.3, 0.5)),
+    ("physics-64", "distill"): lambda: TrainConfig(steps=800, batch_size=8, lr=2e-4, warmup_steps=20,
+                                                   clip_chunks=3, ema_decay=0.99, checkpoint_every=100,
+                                                   sample_every=0, prefix_probs=(0.2, 0.3, 0.5)),
 }
 
 

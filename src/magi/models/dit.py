@@ -113,6 +113,9 @@ class DiT(nn.Module):
                                         nn.Linear(cfg.cond_dim, cfg.cond_dim))
         self.context_embed = nn.Sequential(nn.Linear(cfg.context_dim, d), nn.SiLU())
         self.context_pool = nn.Linear(cfg.context_dim, cfg.cond_dim)
+        if cfg.step_conditioning:  # shortcut models: the step size d is a second "timestep"
+            self.step_embed = nn.Sequential(nn.Linear(TIME_FREQ_DIM, cfg.cond_dim), nn.SiLU(),
+                                            nn.Linear(cfg.cond_dim, cfg.cond_dim))
         self.null_context = nn.Parameter(torch.zeros(1, 1, cfg.context_dim))  # learned "no text" token
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.depth))
         self.final_norm = RMSNorm(d, cfg.norm_eps)
@@ -131,6 +134,8 @@ class DiT(nn.Module):
             nn.init.zeros_(block.attn_post_norm.weight)
             nn.init.zeros_(block.ffn_post_norm.weight)
         nn.init.zeros_(self.final_proj.weight)
+        if self.cfg.step_conditioning:  # a fresh step embedding adds nothing: a student starts as its teacher
+            nn.init.zeros_(self.step_embed[2].weight)
 
     def unconditional_context(self, batch: int, length: int = 1) -> tuple[Tensor, Tensor]:
         """The learned null text as (B, length, Dc) context and mask (one real token, then padding)."""
@@ -141,8 +146,11 @@ class DiT(nn.Module):
         return context, mask
 
     def forward(self, latents: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None,
-                kv_cache: ChunkKVCache | None = None) -> Tensor:
+                kv_cache: ChunkKVCache | None = None, step_size: Tensor | None = None) -> Tensor:
         """Velocity of ``latents`` (B, C, T, H, W) at noise levels ``t`` (B, T), one per latent frame.
+
+        Shortcut models (``cfg.step_conditioning``) also take the step size ``step_size`` (B, T) that the
+        prediction is for; None means d = 0, the instantaneous flow velocity.
 
         ``t`` is constant within each chunk (per-chunk timestep conditioning); clean prefix frames
         inside the first chunk have t = 1. With ``kv_cache``, the input continues the cached clean
@@ -160,6 +168,11 @@ class DiT(nn.Module):
         pooled = (context * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, Dc)
         cond = self.time_embed(timestep_embedding(t, TIME_FREQ_DIM).to(x.dtype))  # (B, T, Dcond)
         cond = cond + self.context_pool(pooled)[:, None]
+        if cfg.step_conditioning:
+            d = torch.zeros_like(t) if step_size is None else step_size
+            cond = cond + self.step_embed(timestep_embedding(d, TIME_FREQ_DIM).to(x.dtype))
+        elif step_size is not None:
+            raise ValueError("step_size given to a DiT without step_conditioning")
         text = self.context_embed(context)  # (B, L, D)
 
         cached_frames = kv_cache.num_chunks * cfg.chunk_frames if kv_cache is not None else 0

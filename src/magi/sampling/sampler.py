@@ -70,9 +70,14 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     cache = ChunkKVCache(dit.cfg.depth, cfg.context_chunks) if use_kv_cache else None
     history = prefix_chunks[-cfg.context_chunks:]  # clean chunks still to be admitted / recomputed
 
-    def model(x: Tensor, t: Tensor, ctx: Tensor, ctx_mask: Tensor, kv: ChunkKVCache | None) -> Tensor:
+    shortcut = cfg.solver == "shortcut"  # the model is told the step size it is predicting for
+
+    def model(x: Tensor, t: Tensor, ctx: Tensor, ctx_mask: Tensor, kv: ChunkKVCache | None,
+              d: Tensor | None = None) -> Tensor:
         reps = ctx.shape[0] // x.shape[0]
-        v = dit(x.repeat(reps, 1, 1, 1, 1).to(dtype), t.repeat(reps, 1).to(dtype), ctx.to(dtype), ctx_mask, kv)
+        step_size = d.repeat(reps, 1).to(dtype) if shortcut and d is not None else None
+        v = dit(x.repeat(reps, 1, 1, 1, 1).to(dtype), t.repeat(reps, 1).to(dtype), ctx.to(dtype), ctx_mask, kv,
+                step_size=step_size)
         return v.float()
 
     if cache is not None and history:  # admit the whole prefix chunks in one pass
@@ -103,7 +108,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         n_lead = sum(chunk.shape[2] for chunk in lead)
         x_in = torch.cat([*lead, x], dim=2)
         t_in = torch.cat([torch.ones(B, n_lead), t], dim=1)
-        v_all = model(x_in, t_in, branch_context, branch_mask, cache)[:, :, n_lead:]
+        d_in = torch.cat([torch.zeros(B, n_lead), dt], dim=1)
+        v_all = model(x_in, t_in, branch_context, branch_mask, cache, d_in)[:, :, n_lead:]
         if cache is not None:
             cache.commit()
 
@@ -113,7 +119,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             has_prefix = n_lead > 0 or num_open > 0 or (cache is not None and cache.num_chunks > 0)
             if cfg.guidance == "text_and_prefix" and has_prefix:
                 null, null_mask = dit.unconditional_context(B)
-                v_uncond = model(x, t, null, null_mask, None)
+                v_uncond = model(x, t, null, null_mask, None, dt)
                 prefix_scale = piecewise_scale(t, cfg.cfg_t_range, cfg.prefix_scales)[:, None, :, None, None]
                 v = text_and_prefix_guidance(v_text, v_prefix, v_uncond, text_scale, prefix_scale)
             else:

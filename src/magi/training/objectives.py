@@ -3,17 +3,21 @@
 VAE: reconstruction MSE of random clip windows + a small KL term.
 DiT: flow matching on cached latents with MAGI-1's autoregressive per-chunk noise levels, random clean
 prefixes (t2v / i2v / v2v in one model) and caption dropout (for classifier-free guidance).
+Distillation: shortcut self-consistency over 64/32/16/8-step grids with the guided teacher distilled in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from magi.config import RunConfig
-from magi.flow.matching import autoregressive_times, flow_loss
+from magi.flow.matching import autoregressive_times, flow_loss, interpolate
+from magi.flow.shortcut import broadcast, grid_steps, two_step_target
+from magi.sampling.guidance import piecewise_scale, text_guidance
 from magi.training.loop import Objective, step_generator
 
 if TYPE_CHECKING:
@@ -46,26 +50,78 @@ def vae_objective(clips: Tensor, cfg: RunConfig) -> Objective:
     return objective
 
 
-def dit_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: RunConfig) -> Objective:
-    """latents: (N, C, T, h, w) scaled VAE latents; contexts (N, L, Dc) and masks (N, L) of the captions."""
+def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: RunConfig
+                 ) -> Callable[[DiT, torch.Generator, float], tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Sampler of (data (B, C, K*F, h, w), context, mask, t (B, K*F)) windows with AR noise levels."""
     tc, F = cfg.train, cfg.dit.chunk_frames
     available = latents.shape[2] // F
     if available < tc.clip_chunks:
         raise ValueError(f"latents hold {available} whole chunks, fewer than train.clip_chunks={tc.clip_chunks}")
     frames = tc.clip_chunks * F
 
-    def objective(dit: DiT, step: int) -> Tensor:
-        g = step_generator(tc.seed, step)
+    def sample(dit: DiT, g: torch.Generator, caption_dropout: float):
         index = torch.randint(latents.shape[0], (tc.batch_size,), generator=g)
         start = torch.randint(available - tc.clip_chunks + 1, (tc.batch_size,), generator=g) * F
         data = torch.stack([latents[i, :, s:s + frames] for i, s in zip(index, start)])  # (B, C, K*F, h, w)
         context, mask = contexts[index], context_masks[index]
-        drop = torch.rand(tc.batch_size, generator=g) < tc.caption_dropout
+        drop = torch.rand(tc.batch_size, generator=g) < caption_dropout
         null, null_mask = dit.unconditional_context(tc.batch_size, context.shape[1])
         context = torch.where(drop[:, None, None], null, context)
         mask = torch.where(drop[:, None], null_mask, mask)
         t = autoregressive_times(tc.batch_size, tc.clip_chunks, F, logit_std=tc.t_logit_std, shift=tc.t_shift,
                                  prefix_probs=tc.prefix_probs, generator=g)
+        return data, context, mask, t
+
+    return sample
+
+
+def dit_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: RunConfig) -> Objective:
+    """latents: (N, C, T, h, w) scaled VAE latents; contexts (N, L, Dc) and masks (N, L) of the captions."""
+    batches = _dit_batches(latents, contexts, context_masks, cfg)
+
+    def objective(dit: DiT, step: int) -> Tensor:
+        g = step_generator(cfg.train.seed, step)
+        data, context, mask, t = batches(dit, g, cfg.train.caption_dropout)
         return flow_loss(lambda x, tt: dit(x, tt, context, mask), data, t, g)
+
+    return objective
+
+
+def distill_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, teacher: DiT,
+                      cfg: RunConfig) -> Objective:
+    """Shortcut + guidance distillation of ``teacher`` into a step-conditioned student.
+
+    Training step i uses n = train.shortcut_steps[i % len] steps. At the finest n the student matches the
+    text-guided teacher velocity (guidance distilled in: one pass instead of two); at coarser n it matches
+    two of its own steps of the 2n-step grid (self-consistency). Noise levels are snapped to the n-step grid
+    of the sampler's shifted schedule, so training sees exactly the (t, d) pairs the sampler will use.
+    """
+    tc, sampler = cfg.train, cfg.sampler
+    batches = _dit_batches(latents, contexts, context_masks, cfg)
+    finest = max(tc.shortcut_steps)
+    teacher.eval().requires_grad_(False)
+
+    def objective(student: DiT, step: int) -> Tensor:
+        g = step_generator(tc.seed, step)
+        data, context, mask, t = batches(student, g, 0.0)
+        n = tc.shortcut_steps[step % len(tc.shortcut_steps)]
+        t_k, d1, d2 = grid_steps(t, n, sampler.shift)
+        noise = torch.randn(data.shape, generator=g)
+        x = interpolate(data, noise, t_k).x_t
+        with torch.no_grad():
+            if n == finest:
+                null, null_mask = teacher.unconditional_context(data.shape[0], context.shape[1])
+                scale = broadcast(piecewise_scale(t_k, sampler.cfg_t_range, sampler.text_scales))
+                target = text_guidance(teacher(x, t_k, context, mask), teacher(x, t_k, null, null_mask), scale)
+            else:
+                student_was_training = student.training
+                student.eval()
+                target = two_step_target(lambda xx, tt, dd: student(xx, tt, context, mask, step_size=dd),
+                                         x, t_k, d1, d2)
+                student.train(student_was_training)
+        prediction = student(x, t_k, context, mask, step_size=d1 + d2)
+        error = (prediction.float() - target.float()).pow(2).mean(dim=(1, 3, 4))  # (B, T)
+        weight = (t_k < 1).float()
+        return (error * weight).sum() / weight.sum().clamp(min=1.0)
 
     return objective

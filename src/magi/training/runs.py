@@ -21,12 +21,12 @@ from tqdm import tqdm
 from magi.config import RunConfig
 from magi.errors import InputError
 from magi.io.video import atomic_write_text, tensor_to_frames, write_video
-from magi.io.weights import load_weights, read_safetensors, save_weights
+from magi.io.weights import check_state_dict, load_state, load_weights, read_safetensors, save_weights
 from magi.models.dit import DiT
 from magi.models.text import build_text_encoder
 from magi.models.vae import TransformerVAE
 from magi.training.loop import find_checkpoint, train
-from magi.training.objectives import dit_objective, frames_to_video, vae_objective
+from magi.training.objectives import dit_objective, distill_objective, frames_to_video, vae_objective
 
 ENCODE_BATCH = 8
 
@@ -199,3 +199,45 @@ def export_dit(run_dir: Path) -> Path:
     shutil.copyfile(run_dir / "vae.safetensors", export / "vae.safetensors")
     replace(cfg, weights="").save(export / "config.json")
     return export
+
+
+def student_config(teacher: RunConfig, train_cfg, steps: int = 8) -> RunConfig:
+    """The shortcut student of ``teacher``: step-conditioned, guidance distilled, ``steps`` steps by default."""
+    return replace(teacher, name=f"{teacher.name}-distill", weights="", train=train_cfg,
+                   dit=replace(teacher.dit, step_conditioning=True),
+                   sampler=replace(teacher.sampler, steps=steps, solver="shortcut", guidance="none"))
+
+
+def init_student_from_teacher(student: DiT, teacher_state: dict[str, Tensor], source: str) -> None:
+    """Copy every teacher weight; the only keys the teacher may lack are the new step embedding's."""
+    expected = set(student.state_dict())
+    new = {k for k in expected if k.startswith("step_embed.")}
+    check_state_dict(student, {**teacher_state, **{k: student.state_dict()[k] for k in new}}, source)
+    student.load_state_dict({**student.state_dict(), **teacher_state}, strict=True)
+
+
+def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, progress: bool = True) -> Path:
+    """Shortcut-distill the exported model in ``teacher_dir``; writes ``run_dir/export`` (student + VAE)."""
+    if not (teacher_dir / "config.json").is_file():
+        raise InputError(f"teacher '{teacher_dir}' has no config.json")
+    teacher_cfg = RunConfig.load(teacher_dir / "config.json")
+    cfg = student_config(teacher_cfg, train_cfg)
+    teacher = DiT(teacher_cfg.dit)
+    teacher_state = read_safetensors(teacher_dir / "dit.safetensors")
+    load_state(teacher, teacher_state, str(teacher_dir / "dit.safetensors"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(teacher_dir / "vae.safetensors", run_dir / "vae.safetensors")
+    vae = TransformerVAE(cfg.vae)
+    load_weights(vae, run_dir / "vae.safetensors")
+
+    clips, captions = load_clips(data, "train")
+    key = f"{_file_digest(run_dir / 'vae.safetensors')}-{len(clips)}-{clips.shape}"
+    latents = cached_latents(vae, clips, run_dir / "latents.safetensors", key, progress)
+    del clips
+    contexts, masks = encode_captions(cfg, captions)
+
+    student = DiT(cfg.dit)
+    if find_checkpoint(run_dir) is None:
+        init_student_from_teacher(student, teacher_state, str(teacher_dir / "dit.safetensors"))
+    train(student, distill_objective(latents, contexts, masks, teacher, cfg), cfg, run_dir, progress=progress)
+    return export_dit(run_dir)
