@@ -75,9 +75,9 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     def model(x: Tensor, t: Tensor, ctx: Tensor, ctx_mask: Tensor, kv: ChunkKVCache | None,
               d: Tensor | None = None) -> Tensor:
         reps = ctx.shape[0] // x.shape[0]
-        step_size = d.repeat(reps, 1).to(dtype) if shortcut and d is not None else None
+        extra = {"step_size": d.repeat(reps, 1).to(dtype)} if shortcut and d is not None else {}
         v = dit(x.repeat(reps, 1, 1, 1, 1).to(dtype), t.repeat(reps, 1).to(dtype), ctx.to(dtype), ctx_mask, kv,
-                step_size=step_size)
+                **extra)
         return v.float()
 
     if cache is not None and history:  # admit the whole prefix chunks in one pass
