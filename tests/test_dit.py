@@ -81,6 +81,7 @@ def test_kv_cache_window_drops_oldest(model, dit_cfg):
 def test_text_changes_output(model, dit_cfg):
     latents, t, context = inputs(dit_cfg)
     null, mask = model.unconditional_context(2)
+    assert mask.all() and null.shape == (2, dit_cfg.context_max_length, dit_cfg.context_dim)
     assert not torch.allclose(model(latents, t, context), model(latents, t, null, mask))
 
 

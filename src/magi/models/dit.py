@@ -108,7 +108,7 @@ class DiT(nn.Module):
         super().__init__()
         self.cfg = cfg
         p, d = cfg.patch_size, cfg.dim
-        self.patch_embed = nn.Linear(cfg.in_channels * p * p, d)
+        self.patch_embed = nn.Linear(cfg.in_channels * p * p, d, bias=False)
         self.time_embed = nn.Sequential(nn.Linear(TIME_FREQ_DIM, cfg.cond_dim), nn.SiLU(),
                                         nn.Linear(cfg.cond_dim, cfg.cond_dim))
         self.context_embed = nn.Sequential(nn.Linear(cfg.context_dim, d), nn.SiLU())
@@ -116,10 +116,10 @@ class DiT(nn.Module):
         if cfg.step_conditioning:  # shortcut models: the step size d is a second "timestep"
             self.step_embed = nn.Sequential(nn.Linear(TIME_FREQ_DIM, cfg.cond_dim), nn.SiLU(),
                                             nn.Linear(cfg.cond_dim, cfg.cond_dim))
-        self.null_context = nn.Parameter(torch.zeros(1, 1, cfg.context_dim))  # learned "no text" token
+        self.null_context = nn.Parameter(torch.zeros(cfg.context_max_length, cfg.context_dim))  # learned null text
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.depth))
         self.final_norm = RMSNorm(d, cfg.norm_eps)
-        self.final_proj = nn.Linear(d, cfg.in_channels * p * p)
+        self.final_proj = nn.Linear(d, cfg.in_channels * p * p, bias=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -137,12 +137,19 @@ class DiT(nn.Module):
         if self.cfg.step_conditioning:  # a fresh step embedding adds nothing: a student starts as its teacher
             nn.init.zeros_(self.step_embed[2].weight)
 
-    def unconditional_context(self, batch: int, length: int = 1) -> tuple[Tensor, Tensor]:
-        """The learned null text as (B, length, Dc) context and mask (one real token, then padding)."""
+    def unconditional_context(self, batch: int, length: int | None = None) -> tuple[Tensor, Tensor]:
+        """The learned null text (context_max_length tokens, as in MAGI-1) padded to ``length``.
+
+        Returns context (B, length, Dc) and mask (B, length); ``length`` defaults to context_max_length.
+        """
+        n = self.cfg.context_max_length
+        length = n if length is None else length
+        if length < n:
+            raise ValueError(f"null context needs length >= context_max_length={n}, got {length}")
         context = self.null_context.new_zeros(batch, length, self.cfg.context_dim)
-        context[:, 0] = self.null_context[0, 0]
+        context[:, :n] = self.null_context
         mask = torch.zeros(batch, length, dtype=torch.bool, device=context.device)
-        mask[:, 0] = True
+        mask[:, :n] = True
         return context, mask
 
     def forward(self, latents: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None,

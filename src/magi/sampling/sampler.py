@@ -40,6 +40,15 @@ def per_sample_noise(shape: tuple[int, ...], generators: list[torch.Generator]) 
     return torch.stack([torch.randn(shape, generator=g) for g in generators])
 
 
+def pad_context(context: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    """Zero-pad (B, L, Dc) context and its mask to at least ``length`` tokens (padding is masked out)."""
+    extra = length - context.shape[1]
+    if extra <= 0:
+        return context, mask
+    return (torch.cat([context, context.new_zeros(context.shape[0], extra, context.shape[2])], 1),
+            torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], 1))
+
+
 @torch.no_grad()
 def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: Tensor, *, num_chunks: int,
                   latent_shape: tuple[int, int, int], prefix: Prefix | None = None, seed: int = 0,
@@ -62,6 +71,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
 
     guided = cfg.guidance != "none"
     if guided:
+        context, context_mask = pad_context(context, context_mask, dit.cfg.context_max_length)
         null, null_mask = dit.unconditional_context(B, context.shape[1])
         branch_context = torch.cat([context, null.to(context.dtype)])  # (2B, L, Dc): [text ; no text]
         branch_mask = torch.cat([context_mask, null_mask])
@@ -118,7 +128,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             text_scale = piecewise_scale(t, cfg.cfg_t_range, cfg.text_scales)[:, None, :, None, None]
             has_prefix = n_lead > 0 or num_open > 0 or (cache is not None and cache.num_chunks > 0)
             if cfg.guidance == "text_and_prefix" and has_prefix:
-                null, null_mask = dit.unconditional_context(B)
+                null, null_mask = dit.unconditional_context(B, context.shape[1])
                 v_uncond = model(x, t, null, null_mask, None, dt)
                 prefix_scale = piecewise_scale(t, cfg.cfg_t_range, cfg.prefix_scales)[:, None, :, None, None]
                 v = text_and_prefix_guidance(v_text, v_prefix, v_uncond, text_scale, prefix_scale)

@@ -18,6 +18,7 @@ from magi.config import RunConfig
 from magi.flow.matching import autoregressive_times, flow_loss, interpolate
 from magi.flow.shortcut import broadcast, grid_steps, two_step_target
 from magi.sampling.guidance import piecewise_scale, text_guidance
+from magi.sampling.sampler import pad_context
 from magi.training.loop import Objective, step_generator
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: 
         index = torch.randint(latents.shape[0], (tc.batch_size,), generator=g)
         start = torch.randint(available - tc.clip_chunks + 1, (tc.batch_size,), generator=g) * F
         data = torch.stack([latents[i, :, s:s + frames] for i, s in zip(index, start)])  # (B, C, K*F, h, w)
-        context, mask = contexts[index], context_masks[index]
+        context, mask = pad_context(contexts[index], context_masks[index], dit.cfg.context_max_length)
         drop = torch.rand(tc.batch_size, generator=g) < caption_dropout
         null, null_mask = dit.unconditional_context(tc.batch_size, context.shape[1])
         context = torch.where(drop[:, None, None], null, context)
