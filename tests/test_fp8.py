@@ -52,15 +52,15 @@ def test_quantized_dit_output_within_bound_and_weights_halve(tmp_path):
     x, t, ctx = torch.randn(1, 4, 4, 8, 8), torch.rand(1, 4), torch.randn(1, 5, 24)
     ref = dit(x, t, ctx)
     bf16_bytes = state_dict_bytes({k: v.to(torch.bfloat16) for k, v in dit.state_dict().items()})
-    quantize_(dit, QuantConfig(mode="fp8", keep_edge_blocks=False, keep_high_precision=()))
+    quantize_(dit, QuantConfig(mode="fp8"))  # the reference recipe: edge layers stay high precision
     out = dit(x, t, ctx)
-    # every linear quantized (3 mantissa bits: <= 6% per weight), errors compound over 4 blocks
-    assert (out - ref).norm() / ref.norm() < 0.1
-    fp8_bytes = state_dict_bytes(dit.state_dict())
-    assert fp8_bytes < 0.55 * bf16_bytes  # scales and norms cost a little
+    assert (out - ref).norm() / ref.norm() < 0.05
+    everything = quantize_(randomize_(DiT(cfg), std=0.05), QuantConfig(mode="fp8", keep_edge_blocks=False,
+                                                                       keep_high_precision=()))
+    assert state_dict_bytes(everything.state_dict()) < 0.55 * bf16_bytes  # scales and norms cost a little
 
     save_weights(tmp_path / "dit.safetensors", dit.state_dict())
-    fresh = quantize_(DiT(cfg), QuantConfig(mode="fp8", keep_edge_blocks=False, keep_high_precision=()))
+    fresh = quantize_(DiT(cfg), QuantConfig(mode="fp8"))
     load_state(fresh.eval(), read_safetensors(tmp_path / "dit.safetensors"), "dit")
     torch.testing.assert_close(fresh(x, t, ctx), out, rtol=0, atol=0)
 
