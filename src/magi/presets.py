@@ -56,6 +56,14 @@ def physics_64() -> RunConfig:
     )
 
 
+def physics_64_distill() -> RunConfig:
+    """The shortcut-distilled physics-64 (guidance distilled in): 8 to 64 steps, one pass per step."""
+    base = physics_64()
+    return replace(base, name="physics-64-distill", weights="builtin:physics-64-distill",
+                   dit=replace(base.dit, step_conditioning=True),
+                   sampler=replace(base.sampler, steps=8, solver="shortcut", guidance="none"))
+
+
 # Training recipes: (preset, phase) -> TrainConfig used by ``magi train <phase> --preset <preset>``.
 TRAINING: dict[tuple[str, str], Callable[[], TrainConfig]] = {
     ("physics-64", "vae"): lambda: TrainConfig(steps=1500, batch_size=8, lr=1e-3, warmup_steps=100,
@@ -123,6 +131,7 @@ def fp8(base: RunConfig) -> RunConfig:
 PRESETS: dict[str, Callable[[], RunConfig]] = {
     "tiny": tiny,
     "physics-64": physics_64,
+    "physics-64-distill": physics_64_distill,
     "magi-4.5b": magi_4p5b,
     "magi-4.5b-distill": lambda: distilled(magi_4p5b()),
     "magi-4.5b-distill-fp8": lambda: fp8(distilled(magi_4p5b())),
@@ -140,3 +149,15 @@ def get_preset(name: str) -> RunConfig:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return PRESETS[name]()
 DEFAULT_PRESET = "tiny"  # until the trained default ships
+
+
+def default_preset(steps: int | None = None) -> str:
+    """The preset ``magi generate`` uses without --preset/--checkpoint: the shipped model, or its
+    distilled student when fewer steps than the teacher's are asked for and the student ships too."""
+    from magi.io.weights import builtin_available
+
+    student = f"{DEFAULT_PRESET}-distill"
+    if steps is not None and student in PRESETS and steps < get_preset(DEFAULT_PRESET).sampler.steps \
+            and builtin_available(get_preset(student).weights):
+        return student
+    return DEFAULT_PRESET

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from magi.config import RunConfig, apply_overrides
 from magi.errors import InputError
-from magi.presets import DEFAULT_PRESET, get_preset
+from magi.presets import DEFAULT_PRESET, default_preset, get_preset
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
             raise InputError(f"checkpoint '{args.checkpoint}' has no config.json")
         cfg = RunConfig.load(path)
     else:
-        cfg = get_preset(args.preset or DEFAULT_PRESET)
+        cfg = get_preset(args.preset or default_preset(args.steps))
     if args.checkpoint:
         cfg = dataclasses.replace(cfg, weights=str(args.checkpoint))
     overrides = list(args.set)

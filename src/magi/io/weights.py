@@ -30,6 +30,14 @@ def resolve_checkpoint_dir(location: str) -> Path:
     return path
 
 
+def builtin_available(location: str) -> bool:
+    """Whether ``builtin:<name>`` weights ship with this installation."""
+    if not location.startswith(BUILTIN_PREFIX):
+        return False
+    folder = Path(__file__).resolve().parent.parent / "weights" / location[len(BUILTIN_PREFIX):]
+    return (folder / "dit.safetensors").is_file()
+
+
 def read_safetensors(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
