@@ -15,6 +15,7 @@ FORBIDDEN = {
     "quant": {"models", "sampling", "training", "eval", "flow", "io", "commands", "cli"},
     "training": {"eval", "commands", "cli"},
     "physics": {"models", "sampling", "training", "eval", "quant", "flow", "commands", "cli"},
+    "world": {"models", "sampling", "training", "eval", "quant", "flow", "io", "commands", "cli"},
 }
 
 
