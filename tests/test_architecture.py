@@ -15,7 +15,6 @@ FORBIDDEN = {
     "quant": {"models", "sampling", "training", "eval", "flow", "io", "commands", "cli"},
     "training": {"eval", "commands", "cli"},
     "physics": {"models", "sampling", "training", "eval", "quant", "flow", "commands", "cli"},
-    "world": {"models", "sampling", "training", "eval", "quant", "flow", "io", "commands", "cli"},
 }
 
 

@@ -1,35 +1,49 @@
-"""``magi data``: write the procedural physics clip dataset (train / dev / test splits)."""
+"""``magi data``: procedural physics clips (train/dev/test splits) or the Physics-IQ-mini benchmark set."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
+
+from magi.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="simulate and render the physics clip dataset")
-    p.add_argument("--out", required=True, help="dataset root (one folder per split)")
-    p.add_argument("--train", type=int, default=3000, help="clips in the train split")
-    p.add_argument("--dev", type=int, default=64)
-    p.add_argument("--test", type=int, default=64)
+    p = subparsers.add_parser("data", help="generate procedural physics video data")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path, help="write train/dev/test splits here")
+    target.add_argument("--physics-iq-mini", type=Path, metavar="DIR", help="write the Physics-IQ-mini set here")
+    p.add_argument("--train", type=int, default=1000)
+    p.add_argument("--dev", type=int, default=100)
+    p.add_argument("--test", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--frames", type=int, default=72, help="frames per clip (8 fps)")
-    p.add_argument("--size", type=int, default=64, help="frame width and height in pixels")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--frames", type=int, default=64)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--profile", default="mini", help="Physics-IQ-mini profile: mini (64x64, 24+40) or tiny")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from magi.world.dataset import write_split
+    from magi.physics.dataset import write_split
+    from magi.physics.mini import write_physics_iq_mini
 
-    root = Path(args.out)
-    for split in ("train", "dev", "test"):
-        count = getattr(args, split)
-        if count:
-            write_split(root, split, count, seed=args.seed, frames=args.frames, size=args.size,
-                        workers=args.workers)
-    settings = {k: v for k, v in vars(args).items() if k != "func"}
-    (root / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-    print(f"wrote {root} ({args.train} train, {args.dev} dev, {args.test} test clips)")
+    progress = not args.no_progress
+    start = time.perf_counter()
+    if args.physics_iq_mini is not None:
+        root = write_physics_iq_mini(args.physics_iq_mini, seed=args.seed, profile=args.profile, progress=progress)
+        print(f"wrote Physics-IQ-mini ({args.profile}) to {root} in {time.perf_counter() - start:.1f}s")
+        return 0
+    counts = {"train": args.train, "dev": args.dev, "test": args.test}
+    if any(n < 0 for n in counts.values()):
+        raise InputError(f"clip counts must be >= 0, got {counts}")
+    settings = {"seed": args.seed, "frames": args.frames, "size": args.size, "workers": args.workers, **counts}
+    for split, n in counts.items():
+        write_split(args.out, split, n, seed=args.seed, frames=args.frames, size=args.size, workers=args.workers,
+                    progress=progress)
+    (args.out / "settings.json").write_text(json.dumps(settings, indent=2))
+    print(f"wrote {sum(counts.values())} clips to {args.out} in {time.perf_counter() - start:.1f}s")
     return 0

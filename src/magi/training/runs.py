@@ -32,7 +32,7 @@ ENCODE_BATCH = 8
 
 
 def load_clips(data: Path, split: str) -> tuple[np.ndarray, list[str]]:
-    from magi.world.dataset import load_split
+    from magi.physics.dataset import load_split
 
     return load_split(Path(data), split)
 

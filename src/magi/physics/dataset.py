@@ -1,0 +1,165 @@
+"""Train/dev/test clip splits on disk: ``root/split/clips-00000.npz`` shards + ``captions.json`` + ``meta.json``.
+
+Every clip i of a split draws its own Generator from ``(split code, seed, i, attempt)``, so splits use disjoint
+seed streams, clips are independent of ``workers``, and the same seed gives byte-identical clips. Train and dev
+configurations whose quantised parameters hash like a test configuration (the first ``RESERVED_TEST_CLIPS`` test
+clips and the Physics-IQ-mini scenarios) are rejected and redrawn (physics_iq.md §9.3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from functools import partial
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+from magi.errors import InputError
+from magi.physics.captions import caption
+from magi.physics.families import FAMILIES, MINI_COUNTS, TRAIN_WEIGHTS
+from magi.physics.render import check_size, render_views
+from magi.physics.world import FPS, SUBSTEPS, simulate
+
+SPLIT_CODES = {"train": 1, "dev": 2, "test": 3}
+MINI_CODE = 4
+CLIPS_PER_SHARD = 128
+RESERVED_TEST_CLIPS = 2048
+MAX_ATTEMPTS = 64
+FAMILY_NAMES = tuple(TRAIN_WEIGHTS)
+FAMILY_P = np.array([TRAIN_WEIGHTS[n] for n in FAMILY_NAMES]) / sum(TRAIN_WEIGHTS.values())
+
+
+def _quantise(value):
+    if isinstance(value, float):
+        return float(f"{value:.2g}")
+    if isinstance(value, list | tuple):
+        return [_quantise(v) for v in value]
+    return value
+
+
+def config_hash(family: str, params: dict) -> str:
+    """Hash of the family and its parameters rounded to 2 significant digits."""
+    key = json.dumps({"family": family, "params": {k: _quantise(v) for k, v in params.items()}}, sort_keys=True)
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def draw_config(rng: np.random.Generator) -> tuple[str, dict, int]:
+    """A random (family, params, view)."""
+    family = FAMILY_NAMES[int(rng.choice(len(FAMILY_NAMES), p=FAMILY_P))]
+    params = FAMILIES[family].sample(rng)
+    return family, params, int(rng.integers(3))
+
+
+def benchmark_configs(seed: int) -> list[tuple[str, str, dict]]:
+    """The 66 Physics-IQ-mini scenarios as (slug, family, params), in slug (= ID) order."""
+    out = []
+    for f, (family, count) in enumerate(MINI_COUNTS.items()):
+        for k in range(count):
+            params = FAMILIES[family].sample(np.random.default_rng([MINI_CODE, seed, f, k]))
+            out.append((f"trimmed-{family}-{k + 1}", family, params))
+    return sorted(out, key=lambda c: c[0])
+
+
+def reserved_hashes(seed: int) -> frozenset[str]:
+    test = (draw_config(np.random.default_rng([SPLIT_CODES["test"], seed, i, 0]))
+            for i in range(RESERVED_TEST_CLIPS))
+    hashes = {config_hash(family, params) for family, params, _ in test}
+    for mini_seed in sorted({0, seed}):
+        hashes |= {config_hash(family, params) for _, family, params in benchmark_configs(mini_seed)}
+    return frozenset(hashes)
+
+
+def make_clip(index: int, *, split: str, seed: int, frames: int, size: int,
+              reserved: frozenset[str]) -> tuple[np.ndarray, str, dict]:
+    """Clip ``index`` of a split: (T, size, size, 3) uint8 frames, its caption and its metadata."""
+    for attempt in range(MAX_ATTEMPTS):
+        family, params, view = draw_config(np.random.default_rng([SPLIT_CODES[split], seed, index, attempt]))
+        digest = config_hash(family, params)
+        if digest not in reserved:
+            break
+    else:
+        raise RuntimeError(f"clip {index}: every draw collided with a test configuration")
+    trace = simulate(FAMILIES[family].build(params), frames)
+    clip = render_views(trace, size, (view,))[0]
+    meta = {"family": family, "category": FAMILIES[family].category, "view": view, "params": params,
+            "hash": digest, "attempt": attempt}
+    return clip, caption(family, params, trace), meta
+
+
+def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: int = 64, size: int = 64,
+                workers: int = 1, progress: bool = True) -> Path:
+    """Generate ``num_clips`` clips into ``root/split`` and return that folder."""
+    if split not in SPLIT_CODES:
+        raise InputError(f"split must be one of {sorted(SPLIT_CODES)}, got {split!r}")
+    if num_clips < 0 or frames < 1 or workers < 1:
+        raise InputError(f"need num_clips >= 0, frames >= 1, workers >= 1 (got {num_clips}, {frames}, {workers})")
+    try:
+        check_size(size)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    out = Path(root) / split
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("clips-*.npz"):
+        old.unlink()
+    reserved = reserved_hashes(seed) if split != "test" else frozenset()
+    job = partial(make_clip, split=split, seed=seed, frames=frames, size=size, reserved=reserved)
+    captions, metas, shard = [], [], []
+    num_shards = math.ceil(num_clips / CLIPS_PER_SHARD)
+
+    written = []
+
+    def flush():
+        np.savez_compressed(out / f"clips-{len(written):05d}.npz", clips=np.stack(shard))
+        written.append(len(shard))
+        shard.clear()
+
+    pool = Pool(workers) if workers > 1 else None
+    try:
+        results = pool.imap(job, range(num_clips), chunksize=4) if pool else map(job, range(num_clips))
+        if progress:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=num_clips, desc=f"magi data {split}", unit="clip")
+        for clip, text, meta in results:
+            shard.append(clip)
+            captions.append(text)
+            metas.append(meta)
+            if len(shard) == CLIPS_PER_SHARD:
+                flush()
+        if shard:
+            flush()
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+    settings = {"split": split, "num_clips": num_clips, "seed": seed, "frames": frames, "size": size, "fps": FPS,
+                "substeps": SUBSTEPS, "clips_per_shard": CLIPS_PER_SHARD, "num_shards": num_shards,
+                "reserved_test_hashes": len(reserved)}
+    (out / "captions.json").write_text(json.dumps(captions, indent=0))
+    (out / "meta.json").write_text(json.dumps({"generator": settings, "clips": metas}))
+    return out
+
+
+def load_split(root: Path, split: str) -> tuple[np.ndarray, list[str]]:
+    """All clips (N, T, H, W, 3) uint8 and their captions, as written by :func:`write_split`."""
+    folder = Path(root) / split
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        captions = json.loads((folder / "captions.json").read_text())
+        settings = meta["generator"]
+        shards = [folder / f"clips-{i:05d}.npz" for i in range(settings["num_shards"])]
+        parts = []
+        for path in shards:
+            with np.load(path) as data:
+                parts.append(data["clips"])
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"{folder} is not a readable clip split ({type(error).__name__}: {error})") from None
+    t, s = settings["frames"], settings["size"]
+    clips = np.concatenate(parts) if parts else np.zeros((0, t, s, s, 3), np.uint8)
+    if clips.dtype != np.uint8 or clips.shape[1:] != (t, s, s, 3) or len(clips) != len(captions):
+        raise InputError(f"{folder}: clips {clips.shape} {clips.dtype} do not match meta.json / "
+                         f"{len(captions)} captions")
+    return clips, captions

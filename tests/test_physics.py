@@ -1,0 +1,114 @@
+"""Procedural physics data: determinism, splits, take-2 perturbation, colours, gravity, mini layout, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from magi.errors import InputError
+from magi.physics.dataset import config_hash, load_split, make_clip, reserved_hashes, write_split
+from magi.physics.families import FAMILIES, MINI_COUNTS
+from magi.physics.mini import VIEWS, render_case, write_physics_iq_mini
+from magi.physics.render import render_views
+from magi.physics.world import BACKGROUND, PALETTE, luminance, simulate
+
+
+def test_split_deterministic_and_shapes(tmp_path):
+    a = write_split(tmp_path / "a", "train", 3, seed=1, frames=8, size=32, progress=False)
+    b = write_split(tmp_path / "b", "train", 3, seed=1, frames=8, size=32, workers=2, progress=False)
+    (ca, ta), (cb, tb) = load_split(a.parent, "train"), load_split(b.parent, "train")
+    assert ca.shape == (3, 8, 32, 32, 3) and ca.dtype == np.uint8
+    assert ca.tobytes() == cb.tobytes() and ta == tb and all(len(t.split()) < 30 for t in ta)
+    other, _, _ = make_clip(0, split="train", seed=2, frames=8, size=32, reserved=frozenset())
+    assert other.tobytes() != ca[0].tobytes()
+    meta = json.loads((a / "meta.json").read_text())
+    assert len(meta["clips"]) == 3 and meta["generator"]["seed"] == 1
+
+
+def test_splits_disjoint_and_test_configs_rejected():
+    def hashes(split):
+        return {make_clip(i, split=split, seed=0, frames=2, size=16, reserved=frozenset())[2]["hash"]
+                for i in range(6)}
+
+    assert not hashes("train") & hashes("dev") and not hashes("train") & hashes("test")
+    test_meta = make_clip(0, split="test", seed=0, frames=2, size=16, reserved=frozenset())[2]
+    assert test_meta["hash"] in reserved_hashes(0)
+    # pretend train clip 0's first draw is a test config: it must be redrawn
+    first = make_clip(0, split="train", seed=0, frames=2, size=16, reserved=frozenset())[2]
+    redrawn = make_clip(0, split="train", seed=0, frames=2, size=16, reserved=frozenset({first["hash"]}))[2]
+    assert redrawn["attempt"] == 1 and redrawn["hash"] != first["hash"]
+    assert config_hash("ball-bounce", {"x": 1.001}) == config_hash("ball-bounce", {"x": 1.002})
+
+
+def test_load_split_errors(tmp_path):
+    with pytest.raises(InputError):
+        load_split(tmp_path, "train")
+    write_split(tmp_path, "dev", 1, seed=0, frames=2, size=16, progress=False)
+    (tmp_path / "dev" / "clips-00000.npz").write_bytes(b"garbage")
+    with pytest.raises(InputError):
+        load_split(tmp_path, "dev")
+
+
+def test_colours_far_from_background():
+    bg = luminance(BACKGROUND)
+    assert all(abs(luminance(c) - bg) >= 60 for c in PALETTE.values())
+    assert len(set(PALETTE.values())) == len(PALETTE)
+
+
+def test_falling_ball_accelerates_down():
+    params = FAMILIES["ball-bounce"].sample(np.random.default_rng(0))
+    params.update(release=0, y=40.0, vx=0.0)
+    trace = simulate(FAMILIES["ball-bounce"].build(params), 5)
+    y = trace.states[:, 0, 1]
+    dy = np.diff(y)
+    assert (dy > 0).all() and (np.diff(dy) > 0).all()  # y grows down the screen, faster each frame
+
+
+def test_every_family_renders_moving_objects():
+    for name, family in FAMILIES.items():
+        trace = simulate(family.build(family.sample(np.random.default_rng(3))), 4)
+        video = render_views(trace, 16, (1,))[0]
+        assert video.shape == (4, 16, 16, 3) and (video != BACKGROUND[0]).any(), name
+
+
+def test_take2_matches_conditioning_then_diverges_slightly():
+    index = 0  # trimmed-ball-bounce-1
+    one, side = render_case(index, 1, 1, profile="tiny")
+    two, _ = render_case(index, 1, 2, profile="tiny")
+    assert one.shape == (24, 32, 32, 3) and side["family"] == "ball-bounce"
+    assert np.array_equal(one[:8], two[:8])
+    diff = np.abs(one[8:].astype(int) - two[8:]).mean()
+    assert 0 < diff < 10
+    positions = np.array(side["objects"][0]["positions"])
+    assert positions.shape == (24, 2)
+
+
+def test_mini_layout(tmp_path):
+    root = write_physics_iq_mini(tmp_path, profile="tiny", progress=False, scenarios=2)
+    testing = sorted(p.name for p in (root / "split-videos" / "testing" / "8FPS").glob("*.npz"))
+    conditioning = sorted((root / "split-videos" / "conditioning" / "8FPS").glob("*.npz"))
+    switch = sorted((root / "switch-frames").glob("*.png"))
+    assert len(testing) == len(conditioning) == len(switch) == 2 * 3 * 2
+    assert testing[0] == "0001_testing-videos_8FPS_perspective-left_take-1_trimmed-ball-bounce-1.npz"
+    assert "0199_testing-videos_8FPS_perspective-left_take-2_trimmed-ball-bounce-1.npz" in testing
+    fields = testing[4].split("_")
+    assert fields[3] in VIEWS and fields[4] in ("take-1", "take-2") and fields[5].startswith("trimmed-")
+    with np.load(root / "split-videos" / "testing" / "8FPS" / testing[0]) as data:
+        assert data["frames"].shape == (16, 32, 32, 3) and data["frames"].dtype == np.uint8
+    side = json.loads((root / "split-videos" / "testing" / "8FPS" / testing[0].replace(".npz", ".json")).read_text())
+    assert {"family", "category", "caption", "params", "objects"} <= side.keys()
+    assert len(side["objects"][0]["positions"]) == 16
+    rows = (root / "descriptions.csv").read_text().splitlines()
+    assert rows[0] == "scenario,description,category,generated_video_name" and len(rows) == 1 + 12
+    assert sum(MINI_COUNTS.values()) == 66
+
+
+def test_cli(tmp_path):
+    from magi.cli import main
+
+    assert main(["data", "--out", str(tmp_path), "--train", "2", "--dev", "1", "--test", "1", "--frames", "4",
+                 "--size", "16", "--no-progress"]) == 0
+    assert load_split(tmp_path, "train")[0].shape == (2, 4, 16, 16, 3)
+    assert (tmp_path / "settings.json").is_file()
+    assert main(["data", "--out", str(tmp_path), "--train", "1", "--size", "5", "--no-progress"]) == 2
+    assert main(["data", "--physics-iq-mini", str(tmp_path / "m"), "--profile", "huge", "--no-progress"]) == 2
