@@ -68,3 +68,21 @@ def test_autoregressive_times_properties():
     clean_frames = (t == 1).sum(1)
     assert set(clean_frames.tolist()) == {0, 1, 2, 4}  # t2v, i2v, v2v with 1 or 2 chunks
     assert torch.all(t[:, -2:] < 1)  # the last chunk always has something to learn
+
+
+def test_i2v_samples_condition_on_the_still_image_latent():
+    from magi.training.objectives import _dit_batches
+
+    cfg = replace(tiny_cfg(), train=TrainConfig(batch_size=6, clip_chunks=2, prefix_probs=(0.0, 1.0, 0.0)))
+    n, F = 5, cfg.dit.chunk_frames
+    ids = torch.arange(1, n + 1, dtype=torch.float32)
+    latents = ids[:, None, None, None, None].expand(n, cfg.dit.in_channels, 2 * F, 4, 4).clone()
+    stills = -latents[:, :, :1].clone()
+    contexts, masks = torch.zeros(n, 4, cfg.dit.context_dim), torch.ones(n, 4, dtype=torch.bool)
+    sample = _dit_batches(latents, contexts, masks, cfg, stills)
+    data, _, _, t = sample(DiT(cfg.dit), torch.Generator().manual_seed(0), 0.0)
+    assert torch.all(t[:, 0] == 1) and torch.all(t[:, 1] < 1)  # every sample is i2v
+    torch.testing.assert_close(data[:, :, 0], -data[:, :, 1])  # frame 0 is the clip's still latent
+    v2v = replace(cfg, train=replace(cfg.train, prefix_probs=(0.0, 0.0, 1.0)))
+    data, _, _, _ = _dit_batches(latents, contexts, masks, v2v, stills)(DiT(cfg.dit), torch.Generator(), 0.0)
+    torch.testing.assert_close(data[:, :, 0], data[:, :, 1])  # v2v keeps the real frames

@@ -51,9 +51,15 @@ def vae_objective(clips: Tensor, cfg: RunConfig) -> Objective:
     return objective
 
 
-def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: RunConfig
+def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: RunConfig,
+                 stills: Tensor | None = None
                  ) -> Callable[[DiT, torch.Generator, float], tuple[Tensor, Tensor, Tensor, Tensor]]:
-    """Sampler of (data (B, C, K*F, h, w), context, mask, t (B, K*F)) windows with AR noise levels."""
+    """Sampler of (data (B, C, K*F, h, w), context, mask, t (B, K*F)) windows with AR noise levels.
+
+    ``stills`` (N, C, 1, h, w): the latent of each clip's last frame of latent frame 0 held still for a
+    whole latent frame (how ``magi generate`` encodes the i2v image). When given, i2v samples (exactly one
+    clean latent frame) condition on it instead of the moving frames, as at inference.
+    """
     tc, F = cfg.train, cfg.dit.chunk_frames
     available = latents.shape[2] // F
     if available < tc.clip_chunks:
@@ -71,14 +77,18 @@ def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: 
         mask = torch.where(drop[:, None], null_mask, mask)
         t = autoregressive_times(tc.batch_size, tc.clip_chunks, F, logit_std=tc.t_logit_std, shift=tc.t_shift,
                                  prefix_probs=tc.prefix_probs, generator=g)
+        if stills is not None:
+            image = (t[:, 0] == 1) & (t[:, 1] < 1) & (start == 0)  # i2v samples at the start of a clip
+            data[:, :, :1] = torch.where(image[:, None, None, None, None], stills[index], data[:, :, :1])
         return data, context, mask, t
 
     return sample
 
 
-def dit_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: RunConfig) -> Objective:
+def dit_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: RunConfig,
+                  stills: Tensor | None = None) -> Objective:
     """latents: (N, C, T, h, w) scaled VAE latents; contexts (N, L, Dc) and masks (N, L) of the captions."""
-    batches = _dit_batches(latents, contexts, context_masks, cfg)
+    batches = _dit_batches(latents, contexts, context_masks, cfg, stills)
 
     def objective(dit: DiT, step: int) -> Tensor:
         g = step_generator(cfg.train.seed, step)
@@ -89,7 +99,7 @@ def dit_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg:
 
 
 def distill_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, teacher: DiT,
-                      cfg: RunConfig) -> Objective:
+                      cfg: RunConfig, stills: Tensor | None = None) -> Objective:
     """Shortcut + guidance distillation of ``teacher`` into a step-conditioned student.
 
     Training step i uses n = train.shortcut_steps[i % len] steps. At the finest n the student matches the
@@ -98,7 +108,7 @@ def distill_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, 
     of the sampler's shifted schedule, so training sees exactly the (t, d) pairs the sampler will use.
     """
     tc, sampler = cfg.train, cfg.sampler
-    batches = _dit_batches(latents, contexts, context_masks, cfg)
+    batches = _dit_batches(latents, contexts, context_masks, cfg, stills)
     finest = max(tc.shortcut_steps)
     teacher.eval().requires_grad_(False)
 

@@ -116,19 +116,26 @@ def _file_digest(path: Path) -> str:
 
 @torch.no_grad()
 def cached_latents(vae: TransformerVAE, clips: np.ndarray, cache: Path, key: str,
-                   progress: bool = True) -> Tensor:
-    """Encode every clip once: (N, C, T', h, w) scaled latents, reused while ``key`` matches."""
+                   progress: bool = True) -> tuple[Tensor, Tensor]:
+    """Encode every clip once, reused while ``key`` matches. Returns the scaled latents (N, C, T', h, w)
+    and the still latents (N, C, 1, h, w) of each clip's frame ``patch_t - 1`` held for ``patch_t`` frames
+    (the i2v image as ``magi generate`` encodes it)."""
     if cache.is_file():
         stored = read_safetensors(cache)
         if stored.get("key") is not None and bytes(stored["key"].tolist()).decode() == key:
-            return stored["latents"]
+            return stored["latents"], stored["stills"]
     vae.eval()
-    clips = whole_frames(clips, vae.cfg.patch_t)
-    parts = [vae.encode(frames_to_video(torch.from_numpy(clips[i:i + ENCODE_BATCH])))
-             for i in tqdm(range(0, len(clips), ENCODE_BATCH), desc="encode latents", disable=not progress)]
-    latents = torch.cat(parts)
-    save_weights(cache, {"latents": latents, "key": torch.tensor(list(key.encode()), dtype=torch.uint8)})
-    return latents
+    stride = vae.cfg.patch_t
+    clips = whole_frames(clips, stride)
+    latents, stills = [], []
+    for i in tqdm(range(0, len(clips), ENCODE_BATCH), desc="encode latents", disable=not progress):
+        video = frames_to_video(torch.from_numpy(clips[i:i + ENCODE_BATCH]))  # (b, 3, T, H, W)
+        latents.append(vae.encode(video))
+        stills.append(vae.encode(video[:, :, stride - 1:stride].expand(-1, -1, stride, -1, -1)))
+    latents, stills = torch.cat(latents), torch.cat(stills)
+    save_weights(cache, {"latents": latents, "stills": stills,
+                         "key": torch.tensor(list(key.encode()), dtype=torch.uint8)})
+    return latents, stills
 
 
 @torch.no_grad()
@@ -160,7 +167,7 @@ def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progr
 
     clips, captions = load_clips(data, "train")
     key = f"{_file_digest(run_dir / 'vae.safetensors')}-{len(clips)}-{clips.shape}"
-    latents = cached_latents(vae, clips, run_dir / "latents.safetensors", key, progress)
+    latents, stills = cached_latents(vae, clips, run_dir / "latents.safetensors", key, progress)
     del clips
     contexts, masks = encode_captions(cfg, captions)
     dev, dev_captions = load_clips(data, "dev")
@@ -170,7 +177,7 @@ def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progr
         ema.train()
 
     torch.manual_seed(cfg.train.seed)
-    train(DiT(cfg.dit), dit_objective(latents, contexts, masks, cfg), cfg, run_dir, on_sample=on_sample,
+    train(DiT(cfg.dit), dit_objective(latents, contexts, masks, cfg, stills), cfg, run_dir, on_sample=on_sample,
           progress=progress)
     export_dit(run_dir)
 
@@ -232,12 +239,13 @@ def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, prog
 
     clips, captions = load_clips(data, "train")
     key = f"{_file_digest(run_dir / 'vae.safetensors')}-{len(clips)}-{clips.shape}"
-    latents = cached_latents(vae, clips, run_dir / "latents.safetensors", key, progress)
+    latents, stills = cached_latents(vae, clips, run_dir / "latents.safetensors", key, progress)
     del clips
     contexts, masks = encode_captions(cfg, captions)
 
     student = DiT(cfg.dit)
     if find_checkpoint(run_dir) is None:
         init_student_from_teacher(student, teacher_state, str(teacher_dir / "dit.safetensors"))
-    train(student, distill_objective(latents, contexts, masks, teacher, cfg), cfg, run_dir, progress=progress)
+    train(student, distill_objective(latents, contexts, masks, teacher, cfg, stills), cfg, run_dir,
+          progress=progress)
     return export_dit(run_dir)
