@@ -45,7 +45,7 @@ def physics_64() -> RunConfig:
     return RunConfig(
         name="physics-64",
         vae=VAEConfig(latent_channels=16, dim=128, encoder_depth=2, decoder_depth=3, num_heads=4,
-                      scale_factor=1.0),  # the shipped config.json carries the fitted scale factor
+                      scale_factor=1.084629),  # 1 / std of the trained VAE's latents (fitted at export)
         dit=DiTConfig(in_channels=16, dim=192, depth=4, num_heads=6, num_kv_heads=2, head_dim=32, ffn_dim=512,
                       context_dim=384, context_max_length=32),
         text=TextConfig(kind="minilm", dim=384, max_length=32),
