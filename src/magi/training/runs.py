@@ -154,22 +154,30 @@ def encode_captions(cfg: RunConfig, captions: list[str], batch: int = 64) -> tup
     return table[index], table_mask[index]
 
 
+def prepare_dit_data(cfg: RunConfig, data: Path, vae_weights: Path, run_dir: Path, progress: bool
+                     ) -> tuple[TransformerVAE, Tensor, Tensor, Tensor, Tensor]:
+    """Copy the VAE into the run, then (cached) latents, still-image latents and caption contexts of the
+    train split: (vae, latents, stills, contexts, masks)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(vae_weights, run_dir / "vae.safetensors")
+    vae = TransformerVAE(cfg.vae)
+    load_weights(vae, run_dir / "vae.safetensors")
+    clips, captions = load_clips(data, "train")
+    key = f"{_file_digest(run_dir / 'vae.safetensors')}-{len(clips)}-{clips.shape}"
+    latents, stills = cached_latents(vae, clips, run_dir / "latents.safetensors", key, progress)
+    del clips
+    contexts, masks = encode_captions(cfg, captions)
+    return vae, latents, stills, contexts, masks
+
+
 def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progress: bool = True) -> None:
     """Train the DiT on latents of ``data``/train encoded by the exported VAE of ``vae_run``; export all."""
     vae_export = vae_run / "export"
     if not (vae_export / "vae.safetensors").is_file():
         raise InputError(f"'{vae_run}' has no exported VAE (export/vae.safetensors); train the VAE first")
     cfg = replace(cfg, vae=RunConfig.load(vae_export / "config.json").vae)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(vae_export / "vae.safetensors", run_dir / "vae.safetensors")
-    vae = TransformerVAE(cfg.vae)
-    load_weights(vae, run_dir / "vae.safetensors")
-
-    clips, captions = load_clips(data, "train")
-    key = f"{_file_digest(run_dir / 'vae.safetensors')}-{len(clips)}-{clips.shape}"
-    latents, stills = cached_latents(vae, clips, run_dir / "latents.safetensors", key, progress)
-    del clips
-    contexts, masks = encode_captions(cfg, captions)
+    vae, latents, stills, contexts, masks = prepare_dit_data(cfg, data, vae_export / "vae.safetensors", run_dir,
+                                                             progress)
     dev, dev_captions = load_clips(data, "dev")
 
     def on_sample(ema: DiT, step: int) -> None:
@@ -232,17 +240,8 @@ def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, prog
     teacher = DiT(teacher_cfg.dit)
     teacher_state = read_safetensors(teacher_dir / "dit.safetensors")
     load_state(teacher, teacher_state, str(teacher_dir / "dit.safetensors"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(teacher_dir / "vae.safetensors", run_dir / "vae.safetensors")
-    vae = TransformerVAE(cfg.vae)
-    load_weights(vae, run_dir / "vae.safetensors")
-
-    clips, captions = load_clips(data, "train")
-    key = f"{_file_digest(run_dir / 'vae.safetensors')}-{len(clips)}-{clips.shape}"
-    latents, stills = cached_latents(vae, clips, run_dir / "latents.safetensors", key, progress)
-    del clips
-    contexts, masks = encode_captions(cfg, captions)
-
+    _, latents, stills, contexts, masks = prepare_dit_data(cfg, data, teacher_dir / "vae.safetensors", run_dir,
+                                                           progress)
     student = DiT(cfg.dit)
     if find_checkpoint(run_dir) is None:
         init_student_from_teacher(student, teacher_state, str(teacher_dir / "dit.safetensors"))
