@@ -9,7 +9,7 @@ import sys
 from magi.errors import InputError
 
 # Each module in magi.commands exposes ``register(subparsers)`` that adds its subcommand and sets ``func``.
-COMMANDS = ("generate", "config", "plan", "data", "train", "distill", "eval", "quantize")
+COMMANDS = ("generate", "config", "plan", "data", "train", "distill", "eval", "quantize", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

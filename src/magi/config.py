@@ -75,6 +75,10 @@ class DiTConfig:
     rope_theta: float = 10000.0
     step_conditioning: bool = False  # shortcut-distilled models also embed the step size d (flow/shortcut.py)
     norm_eps: float = 1e-6
+    # Options that express the published MAGI-1 checkpoints exactly (io/reference.py); defaults are ours.
+    norm: Literal["rms", "layernorm"] = "rms"  # "layernorm": LayerNorm with bias everywhere (reference)
+    rope: Literal["interleaved", "magi"] = "interleaved"  # "magi": learnable bands, centred (t, h, w), rotate-half
+    gelu_approximate: Literal["tanh", "none"] = "tanh"  # GELU MLP (gated_ffn=False); reference: exact ("none")
 
     def __post_init__(self) -> None:
         _require(self.num_heads % self.num_kv_heads == 0,
@@ -82,6 +86,9 @@ class DiTConfig:
         _require(self.head_dim % 8 == 0, f"dit.head_dim={self.head_dim} must be divisible by 8 (3-D RoPE)")
         _require(self.t_patch_size == 1, "dit.t_patch_size must be 1 (chunks are whole latent frames)")
         _require(self.chunk_frames > 0 and self.depth > 0, "dit.chunk_frames and dit.depth must be positive")
+        _require(self.norm in ("rms", "layernorm"), f"dit.norm={self.norm!r} is not rms|layernorm")
+        _require(self.rope in ("interleaved", "magi"), f"dit.rope={self.rope!r} is not interleaved|magi")
+        _require(self.gelu_approximate in ("tanh", "none"), f"dit.gelu_approximate={self.gelu_approximate!r}")
 
     @property
     def cond_dim(self) -> int:

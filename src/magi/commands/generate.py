@@ -36,6 +36,11 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if args.checkpoint and not args.preset:
         path = Path(args.checkpoint) / "config.json"
         if not path.is_file():
+            from magi.io.reference import find_reference_weights
+
+            if Path(args.checkpoint).is_dir() and find_reference_weights(args.checkpoint) is not None:
+                raise InputError(f"checkpoint '{args.checkpoint}' is in the MAGI-1 reference layout: pass its "
+                                 "architecture with --preset (magi-4.5b or magi-24b)")
             raise InputError(f"checkpoint '{args.checkpoint}' has no config.json")
         cfg = RunConfig.load(path)
     else:
@@ -67,10 +72,8 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_flags(args)
-    from tqdm import tqdm
-
-    from magi.io.video import atomic_write_text, read_image, read_video, write_video
-    from magi.sampling.pipeline import Request, build_pipeline, generate_frames, validate
+    from magi.io.video import read_image, read_video
+    from magi.sampling.pipeline import Request, validate
 
     cfg = resolve_config(args)
     image = read_image(args.image_path) if args.image_path else None
@@ -79,7 +82,32 @@ def run(args: argparse.Namespace) -> int:
                       num_frames=cfg.video.num_frames if args.num_frames is None else args.num_frames, seed=args.seed,
                       include_prefix=not args.no_prefix_in_output, use_kv_cache=not args.no_kv_cache)
     validate(request, cfg)
+    import os
+
+    from magi.parallel.runtime import init_from_env, shutdown
+
+    world = init_from_env(os.environ)  # under torchrun: context parallelism over all ranks
+    try:
+        return _generate(args, cfg, request, world)
+    finally:
+        shutdown(world)
+
+
+def _generate(args: argparse.Namespace, cfg: RunConfig, request, world) -> int:
+    from tqdm import tqdm
+
+    from magi.io.video import atomic_write_text, write_video
+    from magi.sampling.pipeline import build_pipeline, generate_frames
+
     pipe = build_pipeline(cfg)
+    if world.world_size > 1:
+        from magi.parallel.context import parallelize_context
+
+        parallelize_context(pipe.dit)
+    if not world.is_main:  # every rank takes part in the collectives; rank 0 writes
+        for _ in generate_frames(pipe, request):
+            pass
+        return 0
     output = Path(args.output_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tqdm(desc=f"{args.mode} {cfg.name}", unit="step", leave=False) as bar:

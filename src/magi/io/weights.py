@@ -94,3 +94,78 @@ def save_weights(path: str | Path, state: dict[str, Tensor], metadata: dict[str,
 def state_dict_bytes(state: dict[str, Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
+
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+SINGLE_SAFETENSORS = "model.safetensors"
+
+
+def read_sharded_safetensors(folder: str | Path) -> dict[str, Tensor]:
+    """Read a Hugging-Face-style checkpoint: ``model.safetensors.index.json`` (its ``weight_map`` names the
+    shard of every tensor) or a single ``model.safetensors``. Strict: every indexed tensor must be in its
+    shard and every tensor of a shard must be indexed. Safetensors only (never unpickles)."""
+    import json
+
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    index_path = folder / SAFETENSORS_INDEX
+    if not index_path.is_file():
+        if (folder / SINGLE_SAFETENSORS).is_file():
+            return read_safetensors(folder / SINGLE_SAFETENSORS)
+        raise InputError(f"'{folder}' has neither {SAFETENSORS_INDEX} nor {SINGLE_SAFETENSORS}")
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise InputError(f"'{index_path}' is not a safetensors index (no weight_map): {error}") from None
+    by_shard: dict[str, set[str]] = {}
+    for name, shard in weight_map.items():
+        by_shard.setdefault(shard, set()).add(name)
+    state: dict[str, Tensor] = {}
+    for shard, names in sorted(by_shard.items()):
+        path = folder / shard
+        if not path.is_file():
+            hint = " (zstd-compressed shards are not supported: decompress them first)" \
+                if path.with_name(path.name + ".zst").is_file() else ""
+            raise InputError(f"shard '{path}' named in {SAFETENSORS_INDEX} does not exist{hint}")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                present = set(handle.keys())
+                if names - present:
+                    raise InputError(f"shard '{path}' lacks '{sorted(names - present)[0]}' listed in the index")
+                if present - names:
+                    raise InputError(f"shard '{path}' holds '{sorted(present - names)[0]}' not in the index")
+                for name in names:
+                    state[name] = handle.get_tensor(name)
+        except (SafetensorError, OSError) as error:
+            raise InputError(f"cannot read weights '{path}': {error}") from None
+    return state
+
+
+def write_sharded_safetensors(folder: str | Path, state: dict[str, Tensor], max_shard_bytes: int = 5 * 2**30,
+                              metadata: dict[str, str] | None = None) -> list[str]:
+    """Write ``state`` as ``model-0000i-of-0000n.safetensors`` shards plus ``model.safetensors.index.json``.
+
+    Returns the shard file names."""
+    import json
+
+    folder = Path(folder)
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name in sorted(state):
+        nbytes = state[name].numel() * state[name].element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    files = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {}
+    for file, names in zip(files, shards):
+        save_weights(folder / file, {n: state[n] for n in names}, metadata)
+        weight_map.update({n: file for n in names})
+    index = {"metadata": {"total_size": state_dict_bytes(state)}, "weight_map": weight_map}
+    tmp = folder / f".{SAFETENSORS_INDEX}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(index, indent=2) + "\n")
+    os.replace(tmp, folder / SAFETENSORS_INDEX)
+    return files

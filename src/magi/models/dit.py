@@ -28,16 +28,21 @@ from magi.config import DiTConfig
 from magi.models.attention import attend, block_causal_mask, chunk_index_per_token
 from magi.models.kv_cache import ChunkKVCache
 from magi.models.layers import (
+    NORMS,
     FeedForward,
-    RMSNorm,
     apply_rope,
+    apply_rope_half,
     grid_positions,
+    magi_rope,
+    magi_rope_default_bands,
+    magi_rope_positions,
     rope_3d,
     softcap,
     timestep_embedding,
 )
 
 TIME_FREQ_DIM = 256
+APPLY_ROPE = {"interleaved": apply_rope, "magi": apply_rope_half}  # DiTConfig.rope -> how q, k are rotated
 
 
 def gated(x: Tensor, gate: Tensor, frames: int) -> Tensor:
@@ -52,21 +57,23 @@ class Block(nn.Module):
         self.index = index
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.cap = cfg.modulation_softcap
+        self.apply_rope = APPLY_ROPE[cfg.rope]
+        Norm = NORMS[cfg.norm]
         d, q_dim, kv_dim = cfg.dim, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         self.modulation = nn.Linear(cfg.cond_dim, 2 * d)
-        self.attn_norm = RMSNorm(d, cfg.norm_eps)
+        self.attn_norm = Norm(d, cfg.norm_eps)
         self.qkv = nn.Linear(d, q_dim + 2 * kv_dim, bias=False)
-        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
-        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+        self.q_norm = Norm(cfg.head_dim, cfg.norm_eps)
+        self.k_norm = Norm(cfg.head_dim, cfg.norm_eps)
         self.cross_q = nn.Linear(d, q_dim, bias=False)
         self.cross_kv = nn.Linear(d, 2 * kv_dim, bias=False)
-        self.cross_q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
-        self.cross_k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+        self.cross_q_norm = Norm(cfg.head_dim, cfg.norm_eps)
+        self.cross_k_norm = Norm(cfg.head_dim, cfg.norm_eps)
         self.attn_out = nn.Linear(2 * q_dim, d, bias=False)
-        self.attn_post_norm = RMSNorm(d, cfg.norm_eps)
-        self.ffn_norm = RMSNorm(d, cfg.norm_eps)
-        self.ffn = FeedForward(d, cfg.ffn_dim, cfg.gated_ffn)
-        self.ffn_post_norm = RMSNorm(d, cfg.norm_eps)
+        self.attn_post_norm = Norm(d, cfg.norm_eps)
+        self.ffn_norm = Norm(d, cfg.norm_eps)
+        self.ffn = FeedForward(d, cfg.ffn_dim, cfg.gated_ffn, cfg.gelu_approximate)
+        self.ffn_post_norm = Norm(d, cfg.norm_eps)
 
     def self_attention(self, h: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor,
                        kv_cache: ChunkKVCache | None, tokens_per_chunk: int) -> Tensor:
@@ -78,8 +85,8 @@ class Block(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.extend(self.index, k, v, tokens_per_chunk)  # (B, Hkv, Nc + N, Dh)
         cos, sin = rope
-        q = apply_rope(q, cos[-q.shape[2]:], sin[-q.shape[2]:])
-        k = apply_rope(k, cos, sin)
+        q = self.apply_rope(q, cos[-q.shape[2]:], sin[-q.shape[2]:])
+        k = self.apply_rope(k, cos, sin)
         return rearrange(attend(q, k, v, mask), "b h n d -> b n (h d)")
 
     def cross_attention(self, h: Tensor, context: Tensor, context_mask: Tensor) -> Tensor:
@@ -117,8 +124,10 @@ class DiT(nn.Module):
             self.step_embed = nn.Sequential(nn.Linear(TIME_FREQ_DIM, cfg.cond_dim), nn.SiLU(),
                                             nn.Linear(cfg.cond_dim, cfg.cond_dim))
         self.null_context = nn.Parameter(torch.zeros(cfg.context_max_length, cfg.context_dim))  # learned null text
+        if cfg.rope == "magi":  # learnable frequencies (state key ``rope.bands``)
+            self.rope = nn.ParameterDict({"bands": nn.Parameter(magi_rope_default_bands(cfg.head_dim))})
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.depth))
-        self.final_norm = RMSNorm(d, cfg.norm_eps)
+        self.final_norm = NORMS[cfg.norm](d, cfg.norm_eps)
         self.final_proj = nn.Linear(d, cfg.in_channels * p * p, bias=False)
         self.reset_parameters()
 
@@ -183,8 +192,11 @@ class DiT(nn.Module):
         text = self.context_embed(context)  # (B, L, D)
 
         cached_frames = kv_cache.num_chunks * cfg.chunk_frames if kv_cache is not None else 0
-        positions = grid_positions(cached_frames + T, h, w, device=x.device)  # (Nc + N, 3)
-        rope = rope_3d(positions, cfg.head_dim, cfg.rope_theta)
+        if cfg.rope == "magi":
+            rope = magi_rope(magi_rope_positions(cached_frames + T, h, w, device=x.device), self.rope["bands"])
+        else:
+            positions = grid_positions(cached_frames + T, h, w, device=x.device)  # (Nc + N, 3)
+            rope = rope_3d(positions, cfg.head_dim, cfg.rope_theta)
         chunks = chunk_index_per_token(cached_frames + T, h * w, cfg.chunk_frames, device=x.device)
         mask = block_causal_mask(chunks[-x.shape[1]:], chunks)  # (N, Nc + N)
         tokens_per_chunk = cfg.chunk_frames * h * w
@@ -193,4 +205,5 @@ class DiT(nn.Module):
             x = block(x, cond, text, context_mask, rope, mask, kv_cache, tokens_per_chunk)
 
         x = self.final_proj(self.final_norm(x))  # (B, N, C * p * p)
-        return rearrange(x, "b (t h w) (c p q) -> b c t (h p) (w q)", t=T, h=h, w=w, p=p, q=p)
+        x = rearrange(x, "b (t h w) (c p q) -> b c t (h p) (w q)", t=T, h=h, w=w, p=p, q=p)
+        return x if cfg.x_rescale_factor == 1.0 else x / cfg.x_rescale_factor  # back to latent units

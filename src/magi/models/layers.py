@@ -22,12 +22,30 @@ class RMSNorm(nn.Module):
         return (x * self.weight.float()).to(dtype)
 
 
-class FeedForward(nn.Module):
-    """SwiGLU when ``gated`` (w2(silu(w1 x) * w3 x)), else a GELU MLP."""
+class LayerNorm(nn.Module):
+    """LayerNorm with weight and bias, computed in float32 (MAGI-1's reference norm)."""
 
-    def __init__(self, dim: int, hidden: int, gated: bool):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.layer_norm(x.float(), self.weight.shape, self.weight.float(), self.bias.float(), self.eps)
+        return out.to(x.dtype)
+
+
+NORMS: dict[str, type[nn.Module]] = {"rms": RMSNorm, "layernorm": LayerNorm}
+
+
+class FeedForward(nn.Module):
+    """SwiGLU when ``gated`` (w2(silu(w1 x) * w3 x)), else a GELU MLP (``approximate`` as in F.gelu)."""
+
+    def __init__(self, dim: int, hidden: int, gated: bool, approximate: str = "tanh"):
         super().__init__()
         self.gated = gated
+        self.approximate = approximate
         self.w1 = nn.Linear(dim, hidden * 2 if gated else hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
 
@@ -37,7 +55,7 @@ class FeedForward(nn.Module):
             gate, up = h.chunk(2, dim=-1)
             h = F.silu(gate) * up
         else:
-            h = F.gelu(h, approximate="tanh")
+            h = F.gelu(h, approximate=self.approximate)
         return self.w2(h)
 
 
@@ -90,3 +108,44 @@ def grid_positions(t: int, h: int, w: int, t_offset: int = 0, device: torch.devi
         indexing="ij",
     )
     return torch.stack([tt, hh, ww], dim=-1).reshape(-1, 3).float()
+
+
+# MAGI-1's rotary embedding ("LearnableRotaryEmbeddingCat" in the reference): head_dim // 8 learnable
+# frequencies per axis, shared by t, h and w. Positions are t (frame index), and h, w measured from the
+# centre of the frame and rescaled so that any frame spans the range of a 16x16 token grid. The angles of
+# the three axes are concatenated (3 * head_dim // 8 of them) and rotate the first 2 * 3 * head_dim // 8
+# channels in "rotate-half" pairs (x_i, x_{i + n}); the remaining channels carry no position.
+
+
+def magi_rope_default_bands(head_dim: int, theta: float = 10000.0) -> Tensor:
+    """The reference's initial bands: theta ** (-i / n) for i < n = head_dim // 8."""
+    n = head_dim // 8
+    return 1.0 / theta ** (torch.arange(n, dtype=torch.float32) / n)
+
+
+def magi_rope_positions(t: int, h: int, w: int, device: torch.device | None = None) -> Tensor:
+    """(t*h*w, 3) float32 positions in (t, h, w) order: frame index, then centred and rescaled h and w."""
+    base = math.sqrt(h * w / (16 * 16))  # the reference's rescale to a 16x16 reference grid
+    axes = []
+    for axis, (size, ref) in enumerate(((t, t), (h, h / base), (w, w / base))):
+        x = torch.arange(size, device=device, dtype=torch.float32)
+        if axis > 0:
+            x = x - (size - 1) / 2
+        axes.append(x if size == 1 else x / (size - 1) * (ref - 1))
+    grid = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack(grid, dim=-1).reshape(-1, 3)
+
+
+def magi_rope(positions: Tensor, bands: Tensor) -> tuple[Tensor, Tensor]:
+    """cos, sin of shape (N, 3 * len(bands)): angles of axis 0 bands, then axis 1, then axis 2."""
+    angles = (positions[:, :, None] * bands.float()).flatten(1)  # (N, 3 * n)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope_half(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate-half RoPE on the first 2 * cos.shape[-1] channels; x: (B, H, N, Dh), cos/sin: (N, R)."""
+    r = cos.shape[-1]
+    xf = x.float()
+    x1, x2, rest = xf[..., :r], xf[..., r:2 * r], xf[..., 2 * r:]
+    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest], dim=-1)
+    return out.to(x.dtype)

@@ -17,6 +17,7 @@ from torch import Tensor
 from magi.config import RunConfig
 from magi.errors import InputError
 from magi.io.video import frames_to_tensor, resize_frames, tensor_to_frames
+from magi.io.reference import find_reference_weights, load_reference_state
 from magi.io.weights import load_state, load_weights, read_safetensors, resolve_checkpoint_dir
 from magi.models.dit import DiT
 from magi.models.text import TextEncoder, build_text_encoder
@@ -49,8 +50,13 @@ def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
         quantize_(dit, cfg.quant)
     else:
         folder = resolve_checkpoint_dir(cfg.weights)
+        reference = None if (folder / "dit.safetensors").is_file() else find_reference_weights(folder)
+        if reference is not None and not (folder / "vae.safetensors").is_file():
+            raise InputError(f"'{folder}' is a MAGI-1 reference checkpoint: its DiT loads directly, but the "
+                             f"reference VAE is not supported; put a magi vae.safetensors in '{folder}'")
         load_weights(vae, folder / "vae.safetensors")
-        state = read_safetensors(folder / "dit.safetensors")
+        state = read_safetensors(folder / "dit.safetensors") if reference is None \
+            else load_reference_state(reference, cfg.dit)  # dequantized if fp8: requantized below
         if is_fp8_state(state):
             if cfg.quant.mode != "fp8":
                 raise InputError(f"'{folder}' holds fp8 weights but the config has quant.mode={cfg.quant.mode}")

@@ -1,0 +1,76 @@
+"""``magi convert``: published MAGI-1 (reference layout) checkpoints <-> our checkpoint directories.
+
+    magi convert --from-reference DIR --preset magi-4.5b --out OUT   # DIT weights -> OUT/dit.safetensors
+    magi convert --to-reference CKPT --out OUT                       # our DiT -> sharded reference layout
+
+The reference's VAE is a different network and is not converted: ``--from-reference`` copies a
+``vae.safetensors`` found beside the weights (ours), and otherwise writes the DiT alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+from pathlib import Path
+
+from magi.errors import InputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("convert", help="convert MAGI-1 reference checkpoints to ours and back")
+    direction = p.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--from-reference", metavar="DIR", help="reference checkpoint directory")
+    direction.add_argument("--to-reference", metavar="DIR", help="our checkpoint directory (config.json)")
+    p.add_argument("--preset", help="architecture of the reference checkpoint (e.g. magi-4.5b)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--max-shard-gb", type=float, default=5.0, help="shard size for --to-reference")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    source = Path(args.from_reference or args.to_reference)
+    if not source.is_dir():
+        raise InputError(f"'{source}' is not a directory")
+    if out.resolve() == source.resolve():
+        raise InputError("--out must differ from the source directory")
+    return from_reference(args, source, out) if args.from_reference else to_reference(args, source, out)
+
+
+def from_reference(args: argparse.Namespace, source: Path, out: Path) -> int:
+    from magi.config import apply_overrides
+    from magi.io.reference import find_reference_weights, load_reference_state
+    from magi.io.weights import save_weights
+    from magi.presets import get_preset
+
+    if not args.preset:
+        raise InputError("--from-reference needs --preset (the checkpoint's architecture, e.g. magi-4.5b)")
+    cfg = apply_overrides(get_preset(args.preset), args.set)
+    state = load_reference_state(source, cfg.dit)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(out / "dit.safetensors", state)
+    weights = find_reference_weights(source)
+    vae = next((p / "vae.safetensors" for p in (source, weights) if p and (p / "vae.safetensors").is_file()), None)
+    if vae is not None:
+        shutil.copyfile(vae, out / "vae.safetensors")
+    dataclasses.replace(cfg, weights="").save(out / "config.json")
+    note = "" if vae else " (no vae.safetensors: add one before `magi generate --checkpoint`)"
+    print(f"wrote {out}: {len(state)} DiT tensors from {weights}{note}")
+    return 0
+
+
+def to_reference(args: argparse.Namespace, source: Path, out: Path) -> int:
+    from magi.config import RunConfig, apply_overrides
+    from magi.io.reference import to_reference as convert
+    from magi.io.weights import read_safetensors, write_sharded_safetensors
+
+    if not (source / "config.json").is_file():
+        raise InputError(f"checkpoint '{source}' has no config.json")
+    cfg = apply_overrides(RunConfig.load(source / "config.json"), args.set)
+    state = convert(read_safetensors(source / "dit.safetensors"), cfg.dit)
+    out.mkdir(parents=True, exist_ok=True)
+    files = write_sharded_safetensors(out, state, int(args.max_shard_gb * 2**30))
+    print(f"wrote {out}: {len(state)} reference tensors in {len(files)} shard(s)")
+    return 0
