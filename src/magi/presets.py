@@ -97,7 +97,7 @@ def magi_4p5b() -> RunConfig:
         vae=_magi_vae(),
         dit=DiTConfig(in_channels=16, dim=3072, depth=34, num_heads=24, num_kv_heads=8, head_dim=128,
                       ffn_dim=12288, gated_ffn=False, context_dim=T5_DIM, context_max_length=800,
-                      x_rescale_factor=1.0),
+                      x_rescale_factor=1.0, norm="layernorm", rope="magi", gelu_approximate="none"),
         text=TextConfig(kind="t5", path="ckpt/t5", dim=T5_DIM, max_length=800),
         sampler=SamplerConfig(steps=64, window_size=4, shift=3.0, context_chunks=5),
         video=VideoConfig(height=720, width=720, num_frames=96, fps=24),
@@ -148,7 +148,7 @@ def get_preset(name: str) -> RunConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return PRESETS[name]()
-DEFAULT_PRESET = "tiny"  # until the trained default ships
+DEFAULT_PRESET = "physics-64"  # trained here; weights in magi/weights/physics-64
 
 
 def default_preset(steps: int | None = None) -> str:
