@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from magi.config import RunConfig
-from magi.io.video import atomic_path
+from magi.io.atomic import atomic_path
 from magi.io.weights import resolve_checkpoint_dir
 from magi.physics.mini import render_case
 from magi.sampling.pipeline import Request, build_pipeline, generate_frames

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from magi.errors import InputError
+from magi.io.atomic import atomic_write_text
 from magi.io.video import (
-    atomic_write_text,
     frames_to_tensor,
     read_image,
     read_video,

@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace, cfg: RunConfig, request, world) -> int:
     from tqdm import tqdm
 
-    from magi.io.video import atomic_write_text, write_video
+    from magi.io.atomic import atomic_write_text
+    from magi.io.video import write_video
     from magi.sampling.pipeline import build_pipeline, generate_frames
 
     pipe = build_pipeline(cfg)

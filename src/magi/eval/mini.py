@@ -33,7 +33,7 @@ def clip_name(case: Case) -> str:
 
 def save_clip(path: Path, frames: np.ndarray, fps: float) -> None:
     """Write one lossless clip atomically (temporary name, then rename)."""
-    from magi.io.video import atomic_path
+    from magi.io.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -178,7 +178,7 @@ def write_previews(cache: RealCache, result: Result, folder: Path, out: Path, co
 
 def write_report(results: list[Result], out: str | Path, meta: dict, params: MaskParams) -> dict[str, Path]:
     """report.json, report.md and PNG plots in ``out``; returns the paths."""
-    from magi.io.video import atomic_write_text
+    from magi.io.atomic import atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,7 @@ never leaves a half-written file behind.
 from __future__ import annotations
 
 import os
-import secrets
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from magi.errors import InputError
+from magi.io.atomic import atomic_path
 
 
 def frames_to_tensor(frames: np.ndarray) -> Tensor:
@@ -89,25 +88,6 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
     if not frames:
         raise InputError(f"video '{path}' has no frames")
     return np.stack(frames), fps
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix); rename it onto ``path`` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}"
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float,

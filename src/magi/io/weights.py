@@ -7,7 +7,6 @@ shipped inside the package (``magi/weights/<name>/``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -15,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from magi.errors import InputError
+from magi.io.atomic import atomic_path, atomic_write_text
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -80,15 +80,9 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
 
 def save_weights(path: str | Path, state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
     """Atomic safetensors write: temp file in the same directory, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def state_dict_bytes(state: dict[str, Tensor]) -> int:
@@ -165,7 +159,5 @@ def write_sharded_safetensors(folder: str | Path, state: dict[str, Tensor], max_
         save_weights(folder / file, {n: state[n] for n in names}, metadata)
         weight_map.update({n: file for n in names})
     index = {"metadata": {"total_size": state_dict_bytes(state)}, "weight_map": weight_map}
-    tmp = folder / f".{SAFETENSORS_INDEX}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(index, indent=2) + "\n")
-    os.replace(tmp, folder / SAFETENSORS_INDEX)
+    atomic_write_text(folder / SAFETENSORS_INDEX, json.dumps(index, indent=2) + "\n")
     return files

@@ -8,7 +8,6 @@ exactly the same weights as an uninterrupted run.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from magi.config import RunConfig
+from magi.io.atomic import atomic_write_text
 from magi.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from magi.training.ema import ema_copy, ema_update
 from magi.training.optim import build_optimizer, learning_rate
@@ -37,9 +37,7 @@ def find_checkpoint(run_dir: Path) -> Path | None:
 
 
 def write_loss_log(path: Path, losses: list[float]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("step,loss\n" + "".join(f"{i + 1},{loss:.6f}\n" for i, loss in enumerate(losses)))
-    os.replace(tmp, path)
+    atomic_write_text(path, "step,loss\n" + "".join(f"{i + 1},{loss:.6f}\n" for i, loss in enumerate(losses)))
 
 
 def train(model: nn.Module, objective: Objective, cfg: RunConfig, run_dir: Path, *,

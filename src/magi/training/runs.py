@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from magi.config import RunConfig
 from magi.errors import InputError
-from magi.io.video import atomic_write_text, tensor_to_frames, write_video
+from magi.io.atomic import atomic_write_text
+from magi.io.video import tensor_to_frames, write_video
 from magi.io.weights import check_state_dict, load_state, load_weights, read_safetensors, save_weights
 from magi.models.dit import DiT
 from magi.models.text import build_text_encoder
