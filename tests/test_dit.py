@@ -91,3 +91,15 @@ def test_context_padding_is_ignored(model, dit_cfg):
     mask = torch.ones(2, 8, dtype=torch.bool)
     mask[:, 5:] = False
     torch.testing.assert_close(model(latents, t, context), model(latents, t, padded, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_drop_context_swaps_in_the_null_text(dit_cfg):
+    model = randomize_(DiT(dit_cfg), seed=3).eval()
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 4, 2, 4, 4, generator=g), torch.full((2, 2), 0.5)
+    context = torch.randn(2, dit_cfg.context_max_length, dit_cfg.context_dim, generator=g)
+    null, null_mask = model.unconditional_context(2)
+    drop = torch.tensor([True, False])
+    out = model(x, t, context, drop_context=drop)
+    torch.testing.assert_close(out[:1], model(x[:1], t[:1], null[:1], null_mask[:1]))
+    torch.testing.assert_close(out[1:], model(x[1:], t[1:], context[1:]))

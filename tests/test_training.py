@@ -80,9 +80,9 @@ def test_i2v_samples_condition_on_the_still_image_latent():
     stills = -latents[:, :, :1].clone()
     contexts, masks = torch.zeros(n, 4, cfg.dit.context_dim), torch.ones(n, 4, dtype=torch.bool)
     sample = _dit_batches(latents, contexts, masks, cfg, stills)
-    data, _, _, t = sample(DiT(cfg.dit), torch.Generator().manual_seed(0), 0.0)
+    data, _, _, _, t = sample(DiT(cfg.dit), torch.Generator().manual_seed(0), 0.0)
     assert torch.all(t[:, 0] == 1) and torch.all(t[:, 1] < 1)  # every sample is i2v
     torch.testing.assert_close(data[:, :, 0], -data[:, :, 1])  # frame 0 is the clip's still latent
     v2v = replace(cfg, train=replace(cfg.train, prefix_probs=(0.0, 0.0, 1.0)))
-    data, _, _, _ = _dit_batches(latents, contexts, masks, v2v, stills)(DiT(cfg.dit), torch.Generator(), 0.0)
+    data, _, _, _, _ = _dit_batches(latents, contexts, masks, v2v, stills)(DiT(cfg.dit), torch.Generator(), 0.0)
     torch.testing.assert_close(data[:, :, 0], data[:, :, 1])  # v2v keeps the real frames

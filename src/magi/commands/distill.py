@@ -21,7 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from magi.config import RunConfig, apply_overrides
+    from magi.parallel.data import data_parallelism_from_env
     from magi.presets import TRAINING
     from magi.training.runs import distill_dit
 
@@ -32,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     holder = RunConfig(train=TRAINING[(args.recipe, "distill")]())
     overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
     train_cfg = apply_overrides(holder, overrides).train
-    export = distill_dit(Path(args.teacher), Path(args.data), Path(args.out), train_cfg,
-                         progress=not args.no_progress)
-    print(f"student exported to {export} (use: magi generate --checkpoint {export} --steps 8)")
+    with data_parallelism_from_env(os.environ) as parallel:  # under torchrun: FSDP2 over all processes
+        export = distill_dit(Path(args.teacher), Path(args.data), Path(args.out), train_cfg,
+                             progress=not args.no_progress, parallel=parallel)
+        if parallel.is_main:
+            print(f"student exported to {export} (use: magi generate --checkpoint {export} --steps 8)")
     return 0

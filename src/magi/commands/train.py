@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    from magi.parallel.data import data_parallelism_from_env
     from magi.presets import training_config
     from magi.training import runs
 
@@ -42,10 +45,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"dataset '{args.data}' not found (create it with `magi data`)")
     overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
     cfg = apply_overrides(training_config(args.preset, args.phase), overrides)
-    if args.phase == "vae":
-        psnr = runs.train_vae(cfg, Path(args.data), out, progress=not args.no_progress)
-        print(f"VAE exported to {out / 'export'}; dev reconstruction PSNR {psnr:.2f} dB")
-    else:
-        runs.train_dit(cfg, Path(args.data), Path(args.vae), out, progress=not args.no_progress)
-        print(f"DiT exported to {out / 'export'} (use: magi generate --checkpoint {out / 'export'})")
+    with data_parallelism_from_env(os.environ) as parallel:  # under torchrun: FSDP2 over all processes
+        if args.phase == "vae":
+            psnr = runs.train_vae(cfg, Path(args.data), out, progress=not args.no_progress, parallel=parallel)
+            if parallel.is_main:
+                print(f"VAE exported to {out / 'export'}; dev reconstruction PSNR {psnr:.2f} dB")
+        else:
+            runs.train_dit(cfg, Path(args.data), Path(args.vae), out, progress=not args.no_progress,
+                           parallel=parallel)
+            if parallel.is_main:
+                print(f"DiT exported to {out / 'export'} (use: magi generate --checkpoint {out / 'export'})")
     return 0

@@ -56,13 +56,15 @@ def autoregressive_times(batch: int, num_chunks: int, chunk_frames: int, *, logi
 
 
 def flow_loss(velocity_model: Callable[[Tensor, Tensor], Tensor], data: Tensor, t: Tensor,
-              generator: torch.Generator) -> Tensor:
+              generator: torch.Generator, rows: slice = slice(None)) -> Tensor:
     """Mean squared velocity error over the frames that are not clean (t < 1).
 
-    ``velocity_model(x_t, t)`` closes over the conditioning; data: (B, C, T, H, W); t: (B, T).
+    ``velocity_model(x_t, t)`` closes over the conditioning of ``rows``; data: (B, C, T, H, W); t: (B, T).
+    Under data parallelism each rank passes its ``rows`` of the same global batch: the noise is drawn for
+    the whole batch, and the result is this rank's share, scaled so that the mean over ranks is the loss.
     """
     noise = torch.randn(data.shape, generator=generator).to(data)
-    path = interpolate(data, noise, t)
-    error = (velocity_model(path.x_t, t).float() - path.velocity.float()).pow(2).mean(dim=(1, 3, 4))  # (B, T)
-    weight = (t < 1).float()
-    return (error * weight).sum() / weight.sum().clamp(min=1.0)
+    path = interpolate(data[rows], noise[rows], t[rows])
+    error = (velocity_model(path.x_t, t[rows]).float() - path.velocity.float()).pow(2).mean(dim=(1, 3, 4))  # (b, T)
+    share = data.shape[0] / error.shape[0]  # = the number of ranks
+    return (error * (t[rows] < 1).float()).sum() * share / (t < 1).float().sum().clamp(min=1.0)

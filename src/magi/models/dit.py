@@ -162,7 +162,8 @@ class DiT(nn.Module):
         return context, mask
 
     def forward(self, latents: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None,
-                kv_cache: ChunkKVCache | None = None, step_size: Tensor | None = None) -> Tensor:
+                kv_cache: ChunkKVCache | None = None, step_size: Tensor | None = None,
+                drop_context: Tensor | None = None) -> Tensor:
         """Velocity of ``latents`` (B, C, T, H, W) at noise levels ``t`` (B, T), one per latent frame.
 
         Shortcut models (``cfg.step_conditioning``) also take the step size ``step_size`` (B, T) that the
@@ -170,13 +171,18 @@ class DiT(nn.Module):
 
         ``t`` is constant within each chunk (per-chunk timestep conditioning); clean prefix frames
         inside the first chunk have t = 1. With ``kv_cache``, the input continues the cached clean
-        chunks and must start at a chunk boundary.
+        chunks and must start at a chunk boundary. ``drop_context`` (B,) bool replaces those rows' text by
+        the learned null text (caption dropout; inside the forward so that sharded weights are gathered).
         """
         cfg, p = self.cfg, self.cfg.patch_size
         B, C, T, H, W = latents.shape
         h, w = H // p, W // p
         if context_mask is None:
             context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+        if drop_context is not None:
+            null, null_mask = self.unconditional_context(B, context.shape[1])
+            context = torch.where(drop_context[:, None, None], null.to(context.dtype), context)
+            context_mask = torch.where(drop_context[:, None], null_mask, context_mask)
         x = rearrange(latents * cfg.x_rescale_factor, "b c t (h p) (w q) -> b (t h w) (c p q)", p=p, q=p)
         x = self.patch_embed(x)  # (B, N, D)
 

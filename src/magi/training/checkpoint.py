@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from magi.config import RunConfig
-from magi.io.weights import load_weights, read_safetensors, save_weights
+from magi.io.weights import read_safetensors, save_weights
 
 
 @dataclass
@@ -27,8 +26,7 @@ class TrainState:
     losses: list[float] = field(default_factory=list)  # one per step, for the loss log and plots
 
 
-def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    state = optimizer.state_dict()
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
         for name, value in values.items():
@@ -47,15 +45,16 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(folder: Path, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer,
-                    state: TrainState, cfg: RunConfig) -> None:
+def save_checkpoint(folder: Path, model_state: dict[str, torch.Tensor], ema_state: dict[str, torch.Tensor],
+                    optimizer_state: dict[str, Any], state: TrainState, cfg: RunConfig) -> None:
+    """Write full (unsharded) state dicts; ``optimizer_state`` in the ``optimizer.state_dict()`` layout."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_weights(tmp / "model.safetensors", model.state_dict())
-    save_weights(tmp / "ema.safetensors", ema.state_dict())
-    tensors, meta = _flatten_optimizer(optimizer)
+    save_weights(tmp / "model.safetensors", model_state)
+    save_weights(tmp / "ema.safetensors", ema_state)
+    tensors, meta = _flatten_optimizer(optimizer_state)
     save_weights(tmp / "optimizer.safetensors", tensors)
     (tmp / "optimizer.json").write_text(json.dumps(meta))
     (tmp / "state.json").write_text(json.dumps(asdict(state)))
@@ -68,10 +67,23 @@ def save_checkpoint(folder: Path, model: nn.Module, ema: nn.Module, optimizer: t
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(folder: Path, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
+@dataclass
+class Checkpoint:
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    state: TrainState
+
+
+def load_checkpoint(folder: Path) -> Checkpoint:
     folder = Path(folder)
-    load_weights(model, folder / "model.safetensors")
-    load_weights(ema, folder / "ema.safetensors")
     meta = json.loads((folder / "optimizer.json").read_text())
-    optimizer.load_state_dict(_unflatten_optimizer(read_safetensors(folder / "optimizer.safetensors"), meta))
-    return TrainState(**json.loads((folder / "state.json").read_text()))
+    return Checkpoint(model=read_safetensors(folder / "model.safetensors"),
+                      ema=read_safetensors(folder / "ema.safetensors"),
+                      optimizer=_unflatten_optimizer(read_safetensors(folder / "optimizer.safetensors"), meta),
+                      state=load_checkpoint_state(folder))
+
+
+def load_checkpoint_state(folder: Path) -> TrainState:
+    """The step and loss history alone (every process needs them; the tensors only the main one)."""
+    return TrainState(**json.loads((Path(folder) / "state.json").read_text()))

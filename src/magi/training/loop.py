@@ -17,7 +17,9 @@ from tqdm import tqdm
 
 from magi.config import RunConfig
 from magi.io.atomic import atomic_write_text
-from magi.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from magi.parallel.data import DataParallelism, SingleProcess
+from magi.training.checkpoint import (Checkpoint, TrainState, load_checkpoint, load_checkpoint_state,
+                                      save_checkpoint)
 from magi.training.ema import ema_copy, ema_update
 from magi.training.optim import build_optimizer, learning_rate
 
@@ -42,29 +44,42 @@ def write_loss_log(path: Path, losses: list[float]) -> None:
 
 def train(model: nn.Module, objective: Objective, cfg: RunConfig, run_dir: Path, *,
           on_sample: Callable[[nn.Module, int], None] | None = None, stop_after: int | None = None,
-          progress: bool = True) -> tuple[nn.Module, TrainState]:
+          progress: bool = True, parallel: DataParallelism | None = None) -> tuple[nn.Module, TrainState]:
     """Train ``model`` for cfg.train.steps (resuming from run_dir); return the EMA model and the state.
 
-    ``stop_after`` ends the process-local run early (used by tests to simulate a kill).
+    ``parallel`` spreads each step's batch over processes (``magi.parallel.data``); the objective must
+    evaluate the rows of ``parallel.shard``. Only the main process writes. ``stop_after`` ends the
+    process-local run early (used by tests to simulate a kill).
     """
     tc = cfg.train
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "config.json")
-    ema = ema_copy(model)
+    parallel = parallel or SingleProcess()
+    if parallel.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.json")
+    ema = ema_copy(model)  # before sharding: FSDP modules cannot be copied; the copy is sharded alike
+    # samples come from a plain copy of the EMA weights, gathered onto the main process when sharded
+    plain_ema = ema_copy(model) if on_sample is not None and parallel.shard.count > 1 and parallel.is_main else None
+    model, ema = parallel.prepare(model), parallel.prepare(ema)
     optimizer = build_optimizer(model, tc)
     state = TrainState()
     found = find_checkpoint(run_dir)
     if found is not None:
-        state = load_checkpoint(found, model, ema, optimizer)
+        saved = load_checkpoint(found) if parallel.is_main else Checkpoint({}, {}, {}, TrainState())
+        parallel.load_model_state(model, saved.model)
+        parallel.load_model_state(ema, saved.ema)
+        parallel.load_optimizer_state(model, optimizer, saved.optimizer)
+        state = load_checkpoint_state(found)
     model.train()
-    bar = tqdm(total=tc.steps, initial=state.step, desc=f"train {cfg.name}", disable=not progress)
+    bar = tqdm(total=tc.steps, initial=state.step, desc=f"train {cfg.name}",
+               disable=not (progress and parallel.is_main))
     steps_this_run = 0
     while state.step < tc.steps and (stop_after is None or steps_this_run < stop_after):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(state.step, tc)
         loss = objective(model, state.step)
-        if not math.isfinite(loss.item()):
-            raise RuntimeError(f"loss is {loss.item()} at step {state.step}")
+        value = parallel.mean(loss)  # the global batch's loss
+        if not math.isfinite(value):
+            raise RuntimeError(f"loss is {value} at step {state.step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -72,15 +87,26 @@ def train(model: nn.Module, objective: Objective, cfg: RunConfig, run_dir: Path,
         ema_update(ema, model, tc.ema_decay if state.step >= tc.warmup_steps else 0.0)
         state.step += 1
         steps_this_run += 1
-        state.losses.append(loss.item())
+        state.losses.append(value)
         bar.update(1)
         if state.step % tc.log_every == 0:
             recent = state.losses[-tc.log_every:]
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
         if state.step % tc.checkpoint_every == 0 or state.step == tc.steps:
-            save_checkpoint(run_dir / "checkpoint", model, ema, optimizer, state, cfg)
-            write_loss_log(run_dir / "loss.csv", state.losses)
+            weights = (parallel.model_state(model), parallel.model_state(ema),
+                       parallel.optimizer_state(model, optimizer))  # collectives: every rank takes part
+            if parallel.is_main:
+                save_checkpoint(run_dir / "checkpoint", *weights, state, cfg)
+                write_loss_log(run_dir / "loss.csv", state.losses)
+            parallel.barrier()
         if on_sample is not None and tc.sample_every and state.step % tc.sample_every == 0:
-            on_sample(ema, state.step)
+            if parallel.shard.count == 1:
+                on_sample(ema, state.step)
+            else:
+                weights = parallel.model_state(ema)  # a collective; full tensors on the main process
+                if plain_ema is not None:
+                    plain_ema.load_state_dict(weights, strict=True)
+                    on_sample(plain_ema, state.step)
+                parallel.barrier()
     bar.close()
     return ema, state

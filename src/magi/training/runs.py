@@ -26,6 +26,7 @@ from magi.io.weights import check_state_dict, load_state, load_weights, read_saf
 from magi.models.dit import DiT
 from magi.models.text import build_text_encoder
 from magi.models.vae import TransformerVAE
+from magi.parallel.data import DataParallelism, SingleProcess
 from magi.training.loop import find_checkpoint, train
 from magi.training.objectives import dit_objective, distill_objective, frames_to_video, vae_objective
 
@@ -63,8 +64,12 @@ def whole_frames(clips: np.ndarray, stride: int) -> np.ndarray:
     return clips[:, : clips.shape[1] // stride * stride]
 
 
-def train_vae(cfg: RunConfig, data: Path, run_dir: Path, *, progress: bool = True) -> float:
-    """Train the VAE on ``data``/train, export it with a fitted scale factor; returns the dev PSNR."""
+def train_vae(cfg: RunConfig, data: Path, run_dir: Path, *, progress: bool = True,
+              parallel: DataParallelism | None = None) -> float:
+    """Train the VAE on ``data``/train, export it with a fitted scale factor; returns the dev PSNR.
+
+    Under data parallelism the main process alone samples and writes."""
+    parallel = parallel or SingleProcess()
     clips, _ = load_clips(data, "train")
     dev, _ = load_clips(data, "dev")
     dev = whole_frames(dev[:16], cfg.vae.patch_t)
@@ -72,20 +77,25 @@ def train_vae(cfg: RunConfig, data: Path, run_dir: Path, *, progress: bool = Tru
 
     def on_sample(ema: TransformerVAE, step: int) -> None:
         psnr = reconstruction_psnr(ema, dev)
+        with torch.no_grad():
+            video = frames_to_video(torch.from_numpy(dev[:1]))
+            recon = ema.decode(ema.encode(video))
+        ema.train()
         samples.mkdir(parents=True, exist_ok=True)
         with open(samples / "psnr.csv", "a") as log:
             log.write(f"{step},{psnr:.3f}\n")
-        video = frames_to_video(torch.from_numpy(dev[:1]))
-        with torch.no_grad():
-            recon = ema.decode(ema.encode(video))
         pair = torch.cat([video, recon], dim=4)[0]  # (3, T, H, 2W): truth | reconstruction
         write_video(samples / f"recon-{step:06d}.mp4", tensor_to_frames(pair), fps=cfg.video.fps)
-        ema.train()
 
     torch.manual_seed(cfg.train.seed)
-    ema, _ = train(TransformerVAE(cfg.vae), vae_objective(torch.from_numpy(clips), cfg), cfg, run_dir,
-                   on_sample=on_sample, progress=progress)
-    return export_vae(cfg, run_dir, ema, clips, dev)
+    ema, _ = train(TransformerVAE(cfg.vae), vae_objective(torch.from_numpy(clips), cfg, parallel.shard), cfg,
+                   run_dir, on_sample=on_sample, progress=progress, parallel=parallel)
+    weights = parallel.model_state(ema)  # full weights on the main process (a collective)
+    if not parallel.is_main:
+        return float("nan")
+    full = TransformerVAE(cfg.vae)
+    full.load_state_dict(weights, strict=True)
+    return export_vae(cfg, run_dir, full, clips, dev)
 
 
 def export_vae(cfg: RunConfig, run_dir: Path, ema: TransformerVAE, clips: np.ndarray, dev: np.ndarray) -> float:
@@ -155,12 +165,22 @@ def encode_captions(cfg: RunConfig, captions: list[str], batch: int = 64) -> tup
     return table[index], table_mask[index]
 
 
-def prepare_dit_data(cfg: RunConfig, data: Path, vae_weights: Path, run_dir: Path, progress: bool
-                     ) -> tuple[TransformerVAE, Tensor, Tensor, Tensor, Tensor]:
+def prepare_dit_data(cfg: RunConfig, data: Path, vae_weights: Path, run_dir: Path, progress: bool,
+                     parallel: DataParallelism | None = None) -> tuple[TransformerVAE, Tensor, Tensor, Tensor, Tensor]:
     """Copy the VAE into the run, then (cached) latents, still-image latents and caption contexts of the
-    train split: (vae, latents, stills, contexts, masks)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(vae_weights, run_dir / "vae.safetensors")
+    train split: (vae, latents, stills, contexts, masks). With several processes the main one encodes and
+    writes the cache, the others then read it."""
+    parallel = parallel or SingleProcess()
+    if parallel.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(vae_weights, run_dir / "vae.safetensors")
+        prepared = _dit_data(cfg, data, run_dir, progress)
+    parallel.barrier()
+    return prepared if parallel.is_main else _dit_data(cfg, data, run_dir, progress=False)
+
+
+def _dit_data(cfg: RunConfig, data: Path, run_dir: Path, progress: bool
+              ) -> tuple[TransformerVAE, Tensor, Tensor, Tensor, Tensor]:
     vae = TransformerVAE(cfg.vae)
     load_weights(vae, run_dir / "vae.safetensors")
     clips, captions = load_clips(data, "train")
@@ -171,14 +191,18 @@ def prepare_dit_data(cfg: RunConfig, data: Path, vae_weights: Path, run_dir: Pat
     return vae, latents, stills, contexts, masks
 
 
-def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progress: bool = True) -> None:
-    """Train the DiT on latents of ``data``/train encoded by the exported VAE of ``vae_run``; export all."""
+def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progress: bool = True,
+              parallel: DataParallelism | None = None) -> None:
+    """Train the DiT on latents of ``data``/train encoded by the exported VAE of ``vae_run``; export all.
+
+    Under data parallelism the main process alone samples and writes."""
+    parallel = parallel or SingleProcess()
     vae_export = vae_run / "export"
     if not (vae_export / "vae.safetensors").is_file():
         raise InputError(f"'{vae_run}' has no exported VAE (export/vae.safetensors); train the VAE first")
     cfg = replace(cfg, vae=RunConfig.load(vae_export / "config.json").vae)
     vae, latents, stills, contexts, masks = prepare_dit_data(cfg, data, vae_export / "vae.safetensors", run_dir,
-                                                             progress)
+                                                             progress, parallel)
     dev, dev_captions = load_clips(data, "dev")
 
     def on_sample(ema: DiT, step: int) -> None:
@@ -186,9 +210,10 @@ def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progr
         ema.train()
 
     torch.manual_seed(cfg.train.seed)
-    train(DiT(cfg.dit), dit_objective(latents, contexts, masks, cfg, stills), cfg, run_dir, on_sample=on_sample,
-          progress=progress)
-    export_dit(run_dir)
+    objective = dit_objective(latents, contexts, masks, cfg, stills, parallel.shard)
+    train(DiT(cfg.dit), objective, cfg, run_dir, on_sample=on_sample, progress=progress, parallel=parallel)
+    if parallel.is_main:
+        export_dit(run_dir)
 
 
 @torch.no_grad()
@@ -232,8 +257,12 @@ def init_student_from_teacher(student: DiT, teacher_state: dict[str, Tensor], so
     student.load_state_dict({**student.state_dict(), **teacher_state}, strict=True)
 
 
-def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, progress: bool = True) -> Path:
-    """Shortcut-distill the exported model in ``teacher_dir``; writes ``run_dir/export`` (student + VAE)."""
+def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, progress: bool = True,
+                parallel: DataParallelism | None = None) -> Path:
+    """Shortcut-distill the exported model in ``teacher_dir``; writes ``run_dir/export`` (student + VAE).
+
+    Under data parallelism the student is sharded, the frozen teacher replicated; the main process writes."""
+    parallel = parallel or SingleProcess()
     if not (teacher_dir / "config.json").is_file():
         raise InputError(f"teacher '{teacher_dir}' has no config.json")
     teacher_cfg = RunConfig.load(teacher_dir / "config.json")
@@ -242,10 +271,10 @@ def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, prog
     teacher_state = read_safetensors(teacher_dir / "dit.safetensors")
     load_state(teacher, teacher_state, str(teacher_dir / "dit.safetensors"))
     _, latents, stills, contexts, masks = prepare_dit_data(cfg, data, teacher_dir / "vae.safetensors", run_dir,
-                                                           progress)
+                                                           progress, parallel)
     student = DiT(cfg.dit)
     if find_checkpoint(run_dir) is None:
         init_student_from_teacher(student, teacher_state, str(teacher_dir / "dit.safetensors"))
-    train(student, distill_objective(latents, contexts, masks, teacher, cfg, stills), cfg, run_dir,
-          progress=progress)
-    return export_dit(run_dir)
+    objective = distill_objective(latents, contexts, masks, teacher, cfg, stills, parallel.shard)
+    train(student, objective, cfg, run_dir, progress=progress, parallel=parallel)
+    return export_dit(run_dir) if parallel.is_main else run_dir / "export"
