@@ -13,6 +13,10 @@ its own K/V heads (the cache code is unchanged; it sees the head-sharded tensors
 scatters the tokens, the last gathers them, and the network file knows nothing of any of this:
 ``parallelize_context(dit, group)`` swaps each ``Block`` for a ``ContextParallelBlock`` that shares its
 parameters. Requirements: N, num_heads and num_kv_heads divisible by P.
+
+The VAE is split across ranks the same way (``parallelize_vae``): inside each segment of latent frames
+every rank encodes / decodes its N / P tokens and trades them for heads around the attention; the pixels
+are gathered after the last block. Each rank's activation memory is 1 / P of the segment's.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from torch import Tensor, nn
 from magi.models.attention import attend
 from magi.models.dit import Block, DiT
 from magi.models.kv_cache import ChunkKVCache
-from magi.models.layers import softcap
+from magi.models.layers import apply_rope, softcap
+from magi.models.vae import Block as VAEBlock
+from magi.models.vae import TransformerVAE
 
 
 def _all_to_all(x: Tensor, group: dist.ProcessGroup | None) -> Tensor:
@@ -117,3 +123,41 @@ def parallelize_context(dit: DiT, group: dist.ProcessGroup | None = None) -> DiT
     for i, block in enumerate(list(dit.blocks)):
         dit.blocks[i] = ContextParallelBlock(block, group, first=i == 0, last=i == depth - 1)
     return dit
+
+
+class ContextParallelVAEBlock(nn.Module):
+    """A VAE ``Block`` run on this rank's token shard of a segment; same parameters, same result."""
+
+    def __init__(self, block: VAEBlock, group: dist.ProcessGroup | None, first: bool, last: bool):
+        super().__init__()
+        self.block, self.group, self.first, self.last = block, group, first, last
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+        blk, g, P = self.block, self.group, dist.get_world_size(self.group)
+        if self.first:
+            if x.shape[1] % P:
+                raise ValueError(f"splitting the VAE over {P} ranks needs the tokens of a segment "
+                                 f"({x.shape[1]}) divisible by {P}")
+            x = x.chunk(P, dim=1)[dist.get_rank(g)]  # (B, N/P, D)
+        q, k, v = rearrange(blk.qkv(blk.attn_norm(x)), "b n (three h d) -> three b h n d", three=3,
+                            h=blk.num_heads)  # (B, H, N/P, Dh) each
+        q, k, v = (tokens_to_heads(y, g) for y in (blk.q_norm(q), blk.k_norm(k), v))  # (B, H/P, N, Dh)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        out = heads_to_tokens(attend(q, k, v), g)  # (B, H, N/P, Dh)
+        x = x + blk.attn_out(rearrange(out, "b h n d -> b n (h d)"))
+        x = x + blk.ffn(blk.ffn_norm(x))
+        return gather_tokens(x, g) if self.last else x
+
+
+def parallelize_vae(vae: TransformerVAE, group: dist.ProcessGroup | None = None) -> TransformerVAE:
+    """Split the encoder and the decoder of ``vae`` over the ranks of ``group`` (in place)."""
+    P = dist.get_world_size(group)
+    if P == 1:
+        return vae
+    if vae.cfg.num_heads % P:
+        raise ValueError(f"splitting the VAE over {P} ranks needs num_heads={vae.cfg.num_heads} divisible by {P}")
+    for blocks in (vae.encoder, vae.decoder):
+        depth = len(blocks)
+        for i, block in enumerate(list(blocks)):
+            blocks[i] = ContextParallelVAEBlock(block, group, first=i == 0, last=i == depth - 1)
+    return vae
