@@ -52,7 +52,7 @@ def main() -> None:
         cfg = get_preset(name)
         torch.manual_seed(0)
         dit, vae = DiT(cfg.dit).eval(), TransformerVAE(cfg.vae).eval()
-        shape = (cfg.dit.in_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
+        shape = (cfg.dit.latent_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
         context, mask = torch.randn(1, cfg.dit.context_max_length, cfg.dit.context_dim), None
         mask = torch.ones(1, cfg.dit.context_max_length, dtype=torch.bool)
         frames = args.chunks * cfg.frames_per_chunk

@@ -68,6 +68,8 @@ class DiTConfig:
     gated_ffn: bool = True  # SwiGLU
     context_dim: int = 384  # text encoder width (T5: 4096)
     context_max_length: int = 64
+    half_channel_vae: bool = False  # 24B: a 16-channel latent is fed twice to 32 input channels
+    null_text_tokens: int = 0  # tokens of the learned null text that are attended (0: all; MAGI-1: 50)
     cond_ratio: float = 0.25  # timestep-conditioning width = dim * cond_ratio
     modulation_softcap: float = 1.0  # adaLN gates are softcapped: c * tanh(x / c)
     x_rescale_factor: float = 1.0
@@ -85,6 +87,9 @@ class DiTConfig:
                  f"dit.num_heads={self.num_heads} not divisible by num_kv_heads={self.num_kv_heads}")
         _require(self.head_dim % 8 == 0, f"dit.head_dim={self.head_dim} must be divisible by 8 (3-D RoPE)")
         _require(self.t_patch_size == 1, "dit.t_patch_size must be 1 (chunks are whole latent frames)")
+        _require(not self.half_channel_vae or self.in_channels % 2 == 0, "dit.half_channel_vae needs even in_channels")
+        _require(0 <= self.null_text_tokens <= self.context_max_length,
+                 f"dit.null_text_tokens={self.null_text_tokens} must be in 0..context_max_length")
         _require(self.chunk_frames > 0 and self.depth > 0, "dit.chunk_frames and dit.depth must be positive")
         _require(self.norm in ("rms", "layernorm"), f"dit.norm={self.norm!r} is not rms|layernorm")
         _require(self.rope in ("interleaved", "magi"), f"dit.rope={self.rope!r} is not interleaved|magi")
@@ -93,6 +98,11 @@ class DiTConfig:
     @property
     def cond_dim(self) -> int:
         return int(self.dim * self.cond_ratio)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the VAE latents the model denoises (half the input channels with half_channel_vae)."""
+        return self.in_channels // 2 if self.half_channel_vae else self.in_channels
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +119,11 @@ class TextConfig:
         _require(self.kind != "t5" or bool(self.path), "text.kind='t5' needs text.path (a local T5 directory)")
 
 
+# MAGI-1's special conditioning tokens (see magi.sampling.special_tokens); DURATION stands for DURATION_1..8
+SPECIAL_TOKEN_KEYS = ("CAPTION", "LOGO", "TRANS", "HQ", "STATIC_FIRST_FRAMES", "DYNAMIC_FIRST_FRAMES", "BORDERNESS",
+                      "THREE_D_MODEL", "TWO_D_ANIME", "DURATION")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SamplerConfig:
     """Autoregressive sampling (MAGI-1 runtime_config)."""
@@ -122,6 +137,10 @@ class SamplerConfig:
     text_scales: tuple[float, ...] = (7.5, 7.5, 7.5, 0.0, 0.0)
     prefix_scales: tuple[float, ...] = (1.5, 1.5, 1.5, 1.0, 1.0)
     solver: Literal["euler", "shortcut"] = "euler"
+    # MAGI-1 special tokens (magi.sampling.special_tokens): put in front of each chunk's caption, and of the
+    # null text of the unconditional branches; the published run scripts use ("HQ", "DURATION") and none
+    special_tokens: tuple[str, ...] = ()
+    negative_special_tokens: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require(self.steps > 0 and self.window_size > 0, "sampler.steps and window_size must be positive")
@@ -134,6 +153,9 @@ class SamplerConfig:
         _require(self.context_chunks >= 1, "sampler.context_chunks must be >= 1")
         _require(self.guidance in ("none", "text", "text_and_prefix"), f"bad sampler.guidance {self.guidance!r}")
         _require(self.solver in ("euler", "shortcut"), f"bad sampler.solver {self.solver!r}")
+        for key in (*self.special_tokens, *self.negative_special_tokens):
+            _require(key in SPECIAL_TOKEN_KEYS, f"unknown special token {key!r} (known: {', '.join(SPECIAL_TOKEN_KEYS)})")
+        _require("DURATION" not in self.negative_special_tokens, "DURATION is not a negative special token")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,8 +235,8 @@ class RunConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
     def __post_init__(self) -> None:
-        _require(self.dit.in_channels == self.vae.latent_channels,
-                 f"dit.in_channels={self.dit.in_channels} != vae.latent_channels={self.vae.latent_channels}")
+        _require(self.dit.latent_channels == self.vae.latent_channels,
+                 f"dit latent channels {self.dit.latent_channels} != vae.latent_channels={self.vae.latent_channels}")
         _require(self.dit.context_dim == self.text.dim,
                  f"dit.context_dim={self.dit.context_dim} != text.dim={self.text.dim}")
         space = self.vae.patch_hw * self.dit.patch_size

@@ -97,9 +97,11 @@ def magi_4p5b() -> RunConfig:
         vae=_magi_vae(),
         dit=DiTConfig(in_channels=16, dim=3072, depth=34, num_heads=24, num_kv_heads=8, head_dim=128,
                       ffn_dim=12288, gated_ffn=False, context_dim=T5_DIM, context_max_length=800,
-                      x_rescale_factor=1.0, norm="layernorm", rope="magi", gelu_approximate="none"),
+                      x_rescale_factor=1.0, norm="layernorm", rope="magi", gelu_approximate="none",
+                      null_text_tokens=50),
         text=TextConfig(kind="t5", path="ckpt/t5", dim=T5_DIM, max_length=800),
-        sampler=SamplerConfig(steps=64, window_size=4, shift=3.0, context_chunks=5),
+        sampler=SamplerConfig(steps=64, window_size=4, shift=3.0, context_chunks=5,
+                              special_tokens=("HQ", "DURATION")),  # the run scripts' PAD_HQ=1 PAD_DURATION=1
         video=VideoConfig(height=720, width=720, num_frames=96, fps=24),
         dtype="bfloat16",
     )
@@ -110,9 +112,8 @@ def magi_24b() -> RunConfig:
     return replace(
         base,
         name="magi-24b",
-        vae=replace(base.vae, latent_channels=32),
-        dit=replace(base.dit, in_channels=32, dim=6144, depth=48, num_heads=48, num_kv_heads=8, ffn_dim=16384,
-                    gated_ffn=True, x_rescale_factor=0.1),
+        dit=replace(base.dit, in_channels=32, half_channel_vae=True, dim=6144, depth=48, num_heads=48,
+                    num_kv_heads=8, ffn_dim=16384, gated_ffn=True, x_rescale_factor=0.1),
         sampler=replace(base.sampler, steps=32),
         video=replace(base.video, height=720, width=1280),
     )

@@ -2,6 +2,11 @@
 
     magi convert --from-reference DIR --preset magi-4.5b --out OUT   # DIT weights -> OUT/dit.safetensors
     magi convert --to-reference CKPT --out OUT                       # our DiT -> sharded reference layout
+    magi convert --special_tokens special_tokens.npz --out OUT       # -> OUT/special_tokens.safetensors
+
+The published models condition on special tokens (the magi presets put HQ and DURATION tokens in front of
+each chunk's caption): ``--from-reference`` converts a ``special_tokens.npz`` found in DIR, and
+``--special_tokens`` converts the reference repository's ``example/assets/special_tokens.npz`` alone.
 
 The reference's VAE is a different network and is not converted: ``--from-reference`` copies a
 ``vae.safetensors`` found beside the weights (ours), and otherwise writes the DiT alone.
@@ -22,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     direction = p.add_mutually_exclusive_group(required=True)
     direction.add_argument("--from-reference", metavar="DIR", help="reference checkpoint directory")
     direction.add_argument("--to-reference", metavar="DIR", help="our checkpoint directory (config.json)")
+    direction.add_argument("--special_tokens", metavar="NPZ", help="the reference's special_tokens.npz")
     p.add_argument("--preset", help="architecture of the reference checkpoint (e.g. magi-4.5b)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
@@ -31,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if args.special_tokens:
+        return special_tokens(Path(args.special_tokens), out)
     source = Path(args.from_reference or args.to_reference)
     if not source.is_dir():
         raise InputError(f"'{source}' is not a directory")
@@ -57,6 +65,8 @@ def from_reference(args: argparse.Namespace, source: Path, out: Path) -> int:
         shutil.copyfile(vae, out / "vae.safetensors")
     dataclasses.replace(cfg, weights="").save(out / "config.json")
     note = "" if vae else " (no vae.safetensors: add one before `magi generate --checkpoint`)"
+    if (source / "special_tokens.npz").is_file():
+        special_tokens(source / "special_tokens.npz", out)
     print(f"wrote {out}: {len(state)} DiT tensors from {weights}{note}")
     return 0
 
@@ -73,4 +83,17 @@ def to_reference(args: argparse.Namespace, source: Path, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     files = write_sharded_safetensors(out, state, int(args.max_shard_gb * 2**30))
     print(f"wrote {out}: {len(state)} reference tensors in {len(files)} shard(s)")
+    return 0
+
+
+def special_tokens(npz: Path, out: Path) -> int:
+    from magi.io.weights import save_weights
+    from magi.sampling.special_tokens import FILE, from_reference_npz
+
+    if not npz.is_file():
+        raise InputError(f"special tokens file '{npz}' does not exist")
+    table = from_reference_npz(npz)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(out / FILE, table)
+    print(f"wrote {out / FILE}: {len(table)} special tokens of width {next(iter(table.values())).shape[-1]}")
     return 0

@@ -89,22 +89,23 @@ class Block(nn.Module):
         k = self.apply_rope(k, cos, sin)
         return rearrange(attend(q, k, v, mask), "b h n d -> b n (h d)")
 
-    def cross_attention(self, h: Tensor, context: Tensor, context_mask: Tensor) -> Tensor:
+    def cross_attention(self, h: Tensor, context: Tensor, cross_mask: Tensor) -> Tensor:
+        """h: (B, N, D) tokens; context: (B, L, D) text; cross_mask: (B, 1, N or 1, L) bool."""
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
         q = rearrange(self.cross_q_norm(self.cross_q(h).unflatten(-1, (H, Dh))), "b n h d -> b h n d")
         k, v = self.cross_kv(context).chunk(2, dim=-1)
         k = rearrange(self.cross_k_norm(k.unflatten(-1, (Hkv, Dh))), "b l h d -> b h l d")  # (B, Hkv, L, Dh)
         v = rearrange(v, "b l (h d) -> b h l d", h=Hkv)
-        return rearrange(attend(q, k, v, context_mask[:, None, None, :]), "b h n d -> b n (h d)")
+        return rearrange(attend(q, k, v, cross_mask), "b h n d -> b n (h d)")
 
-    def forward(self, x: Tensor, cond: Tensor, context: Tensor, context_mask: Tensor,
+    def forward(self, x: Tensor, cond: Tensor, context: Tensor, cross_mask: Tensor,
                 rope: tuple[Tensor, Tensor], mask: Tensor, kv_cache: ChunkKVCache | None,
                 tokens_per_chunk: int) -> Tensor:
         frames = cond.shape[1]
         gate_a, gate_f = softcap(self.modulation(F.silu(cond)), self.cap).chunk(2, dim=-1)  # (B, T, D) each
         h = self.attn_norm(x)
         a = torch.cat([self.self_attention(h, rope, mask, kv_cache, tokens_per_chunk),
-                       self.cross_attention(h, context, context_mask)], dim=-1)  # (B, N, 2 * H * Dh)
+                       self.cross_attention(h, context, cross_mask)], dim=-1)  # (B, N, 2 * H * Dh)
         x = x + self.attn_post_norm(gated(self.attn_out(a), gate_a, frames))
         f = self.ffn(self.ffn_norm(x))
         return x + self.ffn_post_norm(gated(f, gate_f, frames))
@@ -158,7 +159,7 @@ class DiT(nn.Module):
         context = self.null_context.new_zeros(batch, length, self.cfg.context_dim)
         context[:, :n] = self.null_context
         mask = torch.zeros(batch, length, dtype=torch.bool, device=context.device)
-        mask[:, :n] = True
+        mask[:, :self.cfg.null_text_tokens or n] = True  # MAGI-1 attends its first 50 null tokens only
         return context, mask
 
     def forward(self, latents: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None,
@@ -173,29 +174,46 @@ class DiT(nn.Module):
         inside the first chunk have t = 1. With ``kv_cache``, the input continues the cached clean
         chunks and must start at a chunk boundary. ``drop_context`` (B,) bool replaces those rows' text by
         the learned null text (caption dropout; inside the forward so that sharded weights are gathered).
+
+        ``context`` is (B, L, Dc), one text for every chunk, or (B, K, L, Dc), one per chunk of the input
+        (T = K * chunk_frames): MAGI-1 gives each chunk its own caption (special tokens such as the number
+        of chunks still to come, null text for clean chunks); a chunk's tokens then attend to its text only.
         """
         cfg, p = self.cfg, self.cfg.patch_size
         B, C, T, H, W = latents.shape
         h, w = H // p, W // p
         if context_mask is None:
-            context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+            context_mask = torch.ones(context.shape[:-1], dtype=torch.bool, device=context.device)
+        if context.dim() == 3:  # one text for all chunks: K = 1
+            context, context_mask = context[:, None], context_mask[:, None]
+        K, L = context.shape[1], context.shape[2]  # context (B, K, L, Dc), mask (B, K, L)
+        if K > 1 and T != K * cfg.chunk_frames:
+            raise ValueError(f"{K} per-chunk texts for {T} latent frames (chunks of {cfg.chunk_frames})")
         if drop_context is not None:
-            null, null_mask = self.unconditional_context(B, context.shape[1])
-            context = torch.where(drop_context[:, None, None], null.to(context.dtype), context)
-            context_mask = torch.where(drop_context[:, None], null_mask, context_mask)
-        x = rearrange(latents * cfg.x_rescale_factor, "b c t (h p) (w q) -> b (t h w) (c p q)", p=p, q=p)
+            null, null_mask = self.unconditional_context(B, L)
+            context = torch.where(drop_context[:, None, None, None], null[:, None].to(context.dtype), context)
+            context_mask = torch.where(drop_context[:, None, None], null_mask[:, None], context_mask)
+        latents = latents * cfg.x_rescale_factor
+        if cfg.half_channel_vae:  # (B, C/2, ...) latents fill both halves of the input channels
+            latents = torch.cat([latents, latents], dim=1)
+        x = rearrange(latents, "b c t (h p) (w q) -> b (t h w) (c p q)", p=p, q=p)
         x = self.patch_embed(x)  # (B, N, D)
 
         weights = context_mask.unsqueeze(-1).to(context.dtype)
-        pooled = (context * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, Dc)
+        pooled = (context * weights).sum(2) / weights.sum(2).clamp(min=1.0)  # (B, K, Dc)
         cond = self.time_embed(timestep_embedding(t, TIME_FREQ_DIM).to(x.dtype))  # (B, T, Dcond)
-        cond = cond + self.context_pool(pooled)[:, None]
+        cond = cond + self.context_pool(pooled).repeat_interleave(T // K, dim=1)  # each frame: its chunk's text
         if cfg.step_conditioning:
             d = torch.zeros_like(t) if step_size is None else step_size
             cond = cond + self.step_embed(timestep_embedding(d, TIME_FREQ_DIM).to(x.dtype))
         elif step_size is not None:
             raise ValueError("step_size given to a DiT without step_conditioning")
-        text = self.context_embed(context)  # (B, L, D)
+        text = self.context_embed(context).flatten(1, 2)  # (B, K * L, D)
+        cross_mask = context_mask.flatten(1)[:, None, None, :]  # (B, 1, 1, K * L)
+        if K > 1:  # token of chunk k -> text k
+            token_chunk = torch.arange(x.shape[1], device=x.device) // (x.shape[1] // K)
+            text_chunk = torch.arange(K, device=x.device).repeat_interleave(L)
+            cross_mask = cross_mask & (token_chunk[:, None] == text_chunk[None, :])  # (B, 1, N, K * L)
 
         cached_frames = kv_cache.num_chunks * cfg.chunk_frames if kv_cache is not None else 0
         if cfg.rope == "magi":
@@ -208,8 +226,10 @@ class DiT(nn.Module):
         tokens_per_chunk = cfg.chunk_frames * h * w
 
         for block in self.blocks:
-            x = block(x, cond, text, context_mask, rope, mask, kv_cache, tokens_per_chunk)
+            x = block(x, cond, text, cross_mask, rope, mask, kv_cache, tokens_per_chunk)
 
         x = self.final_proj(self.final_norm(x))  # (B, N, C * p * p)
         x = rearrange(x, "b (t h w) (c p q) -> b c t (h p) (w q)", t=T, h=h, w=w, p=p, q=p)
+        if cfg.half_channel_vae:
+            x = x[:, :cfg.latent_channels]  # the velocity is the first half
         return x if cfg.x_rescale_factor == 1.0 else x / cfg.x_rescale_factor  # back to latent units

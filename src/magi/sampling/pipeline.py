@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -24,6 +24,7 @@ from magi.models.text import TextEncoder, build_text_encoder
 from magi.models.vae import TransformerVAE
 from magi.quant.fp8 import is_fp8_state, quantize_
 from magi.sampling.sampler import Prefix, iter_generate, num_steps
+from magi.sampling.special_tokens import chunk_texts, load_special_tokens, negative_text
 
 Mode = Literal["t2v", "i2v", "v2v"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -35,6 +36,7 @@ class Pipeline:
     vae: TransformerVAE
     dit: DiT
     text: TextEncoder
+    special_tokens: dict[str, Tensor] = field(default_factory=dict)  # name -> (1, Dc), see special_tokens.py
 
 
 def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
@@ -66,7 +68,11 @@ def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
             load_state(dit, state, str(folder / "dit.safetensors"))
             quantize_(dit, cfg.quant)
     vae, dit = vae.to(device).eval(), dit.to(device).eval()
-    return Pipeline(cfg, vae, dit, build_text_encoder(cfg.text))
+    keys = (*cfg.sampler.special_tokens, *cfg.sampler.negative_special_tokens)
+    if keys and not cfg.weights:
+        raise InputError(f"the config uses special tokens {list(keys)}, which come with a checkpoint's weights")
+    tokens = load_special_tokens(resolve_checkpoint_dir(cfg.weights), keys) if keys else {}
+    return Pipeline(cfg, vae, dit, build_text_encoder(cfg.text), tokens)
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,7 @@ def generate_frames(pipe: Pipeline, request: Request,
     cfg = pipe.cfg
     validate(request, cfg)
     stride, chunk_frames = cfg.vae.patch_t, cfg.dit.chunk_frames
-    latent_shape = (cfg.dit.in_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
+    latent_shape = (cfg.dit.latent_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
 
     condition = conditioning_frames(request, cfg)
     prefix = Prefix(encode_conditioning(pipe, condition)) if condition is not None else None
@@ -134,10 +140,18 @@ def generate_frames(pipe: Pipeline, request: Request,
     num_chunks = math.ceil(latent_frames / chunk_frames)
 
     context, mask = pipe.text.encode([request.prompt])
-    total = num_steps(num_chunks, cfg.sampler)
-    chunks = iter_generate(pipe.dit, cfg.sampler, context, mask, num_chunks=num_chunks, latent_shape=latent_shape,
+    sampler, max_length, negative = cfg.sampler, cfg.dit.context_max_length, None
+    if sampler.special_tokens:  # one text per chunk: MAGI-1's special tokens in front of the caption
+        context, mask = chunk_texts(context, mask, num_chunks, pipe.special_tokens, sampler.special_tokens,
+                                    max_length)
+    if sampler.negative_special_tokens:
+        negative = negative_text(*pipe.dit.unconditional_context(1), pipe.special_tokens,
+                                 sampler.negative_special_tokens, max_length)
+    total = num_steps(num_chunks, sampler)
+    chunks = iter_generate(pipe.dit, sampler, context, mask, num_chunks=num_chunks, latent_shape=latent_shape,
                            prefix=prefix, seed=request.seed, use_kv_cache=request.use_kv_cache,
-                           progress=None if progress is None else (lambda done: progress(done, total)))
+                           progress=None if progress is None else (lambda done: progress(done, total)),
+                           negative=negative)
     if request.include_prefix and condition is not None:
         yield condition
     skip, remaining = opening * stride, request.num_frames

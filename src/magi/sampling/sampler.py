@@ -41,25 +41,29 @@ def per_sample_noise(shape: tuple[int, ...], generators: list[torch.Generator]) 
 
 
 def pad_context(context: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
-    """Zero-pad (B, L, Dc) context and its mask to at least ``length`` tokens (padding is masked out)."""
-    extra = length - context.shape[1]
+    """Zero-pad (..., L, Dc) context and its (..., L) mask to at least ``length`` tokens (padding masked out)."""
+    extra = length - context.shape[-2]
     if extra <= 0:
         return context, mask
-    return (torch.cat([context, context.new_zeros(context.shape[0], extra, context.shape[2])], 1),
-            torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], 1))
+    return (torch.cat([context, context.new_zeros(*context.shape[:-2], extra, context.shape[-1])], -2),
+            torch.cat([mask, mask.new_zeros(*mask.shape[:-1], extra)], -1))
 
 
 @torch.no_grad()
 def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: Tensor, *, num_chunks: int,
                   latent_shape: tuple[int, int, int], prefix: Prefix | None = None, seed: int = 0,
-                  use_kv_cache: bool = True, progress: Callable[[int], None] | None = None
-                  ) -> Iterator[Tensor]:
+                  use_kv_cache: bool = True, progress: Callable[[int], None] | None = None,
+                  negative: tuple[Tensor, Tensor] | None = None) -> Iterator[Tensor]:
     """Yield the latents (B, C, F, H, W) of each generated chunk, in order, as it becomes clean.
 
     The first generated chunk includes the prefix frames that do not fill a whole chunk (for i2v: the
     image latent), which stay clean (t = 1) throughout. ``use_kv_cache=False`` recomputes the clean
     context at every step instead (same result; the baseline that the benchmarks compare against).
     ``progress`` is called with the number of forward steps done after each step.
+
+    ``context`` (B, L, Dc) is the text of every chunk; (B, num_chunks, L, Dc) gives each generated chunk its
+    own (MAGI-1's special tokens) and clean chunks the null text. ``negative`` (B, L, Dc) text and mask
+    replace the null text in the unconditional guidance branches.
     """
     B, F = context.shape[0], dit.cfg.chunk_frames
     C, H, W = latent_shape
@@ -70,13 +74,29 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     num_open = opening.shape[2]
 
     guided = cfg.guidance != "none"
-    if guided:
+    per_chunk = context.dim() == 4  # (B, num_chunks, L, Dc): one text per generated chunk
+    if per_chunk and context.shape[1] != num_chunks:
+        raise ValueError(f"{context.shape[1]} per-chunk texts for {num_chunks} chunks")
+    if guided or per_chunk:
         context, context_mask = pad_context(context, context_mask, dit.cfg.context_max_length)
-        null, null_mask = dit.unconditional_context(B, context.shape[1])
-        branch_context = torch.cat([context, null.to(context.dtype)])  # (2B, L, Dc): [text ; no text]
-        branch_mask = torch.cat([context_mask, null_mask])
-    else:
-        branch_context, branch_mask = context, context_mask
+        null, null_mask = dit.unconditional_context(B, context.shape[-2])
+        null = null.to(context.dtype)
+        neg, neg_mask = (null, null_mask) if negative is None else pad_context(*negative, context.shape[-2])
+
+    def texts(clean: int, chunks: list[int]) -> tuple[Tensor, Tensor]:
+        """Text of a forward over ``clean`` clean chunks then ``chunks``; [text ; null] if guided.
+
+        Per-chunk texts as in MAGI-1: clean chunks get the null text, chunk c its own text c."""
+        if per_chunk:
+            ctx = torch.stack([null] * clean + [context[:, c] for c in chunks], 1)  # (B, K, L, Dc)
+            ctx_mask = torch.stack([null_mask] * clean + [context_mask[:, c] for c in chunks], 1)
+            if not guided:
+                return ctx, ctx_mask
+            return (torch.cat([ctx, neg[:, None].expand_as(ctx)]),
+                    torch.cat([ctx_mask, neg_mask[:, None].expand_as(ctx_mask)]))
+        if not guided:
+            return context, context_mask
+        return torch.cat([context, neg]), torch.cat([context_mask, neg_mask])  # (2B, L, Dc): [text ; no text]
     cache = ChunkKVCache(dit.cfg.depth, cfg.context_chunks) if use_kv_cache else None
     history = prefix_chunks[-cfg.context_chunks:]  # clean chunks still to be admitted / recomputed
 
@@ -93,7 +113,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     if cache is not None and history:  # admit the whole prefix chunks in one pass
         cache.admit(len(history))
         clean = torch.cat(history, dim=2)
-        model(clean, torch.ones(B, clean.shape[2]), branch_context, branch_mask, cache)
+        model(clean, torch.ones(B, clean.shape[2]), *texts(len(history), []), cache)
         cache.commit()
         history = []
 
@@ -119,7 +139,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         x_in = torch.cat([*lead, x], dim=2)
         t_in = torch.cat([torch.ones(B, n_lead), t], dim=1)
         d_in = torch.cat([torch.zeros(B, n_lead), dt], dim=1)
-        v_all = model(x_in, t_in, branch_context, branch_mask, cache, d_in)[:, :, n_lead:]
+        v_all = model(x_in, t_in, *texts(len(lead), list(step.chunks)), cache, d_in)[:, :, n_lead:]
         if cache is not None:
             cache.commit()
 
@@ -128,8 +148,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             text_scale = piecewise_scale(t, cfg.cfg_t_range, cfg.text_scales)[:, None, :, None, None]
             has_prefix = n_lead > 0 or num_open > 0 or (cache is not None and cache.num_chunks > 0)
             if cfg.guidance == "text_and_prefix" and has_prefix:
-                null, null_mask = dit.unconditional_context(B, context.shape[1])
-                v_uncond = model(x, t, null, null_mask, None, dt)
+                v_uncond = model(x, t, neg, neg_mask, None, dt)
                 prefix_scale = piecewise_scale(t, cfg.cfg_t_range, cfg.prefix_scales)[:, None, :, None, None]
                 v = text_and_prefix_guidance(v_text, v_prefix, v_uncond, text_scale, prefix_scale)
             else:
@@ -150,10 +169,10 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
 
 def generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: Tensor, *, num_chunks: int,
              latent_shape: tuple[int, int, int], prefix: Prefix | None = None, seed: int = 0,
-             use_kv_cache: bool = True) -> Tensor:
+             use_kv_cache: bool = True, negative: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """All generated chunks concatenated: (B, C, num_chunks * F, H, W)."""
     chunks = iter_generate(dit, cfg, context, context_mask, num_chunks=num_chunks, latent_shape=latent_shape,
-                           prefix=prefix, seed=seed, use_kv_cache=use_kv_cache)
+                           prefix=prefix, seed=seed, use_kv_cache=use_kv_cache, negative=negative)
     return torch.cat(list(chunks), dim=2)
 
 
