@@ -2,7 +2,7 @@
 
 Layout (MAGI-1's inference engine): every device holds the full DiT weights (bf16 or fp8); the tokens of the
 chunks in flight are split across devices by context parallelism (Ulysses all-to-all over heads), and so is
-the KV cache of the clean chunks; the VAE decode is split across devices by time segments. The numbers are
+the KV cache of the clean chunks; the VAE splits each segment's tokens the same way. The numbers are
 estimates of the dominant tensors, not a measurement.
 """
 
@@ -79,7 +79,7 @@ def format_plan(cfg: RunConfig, p: MemoryPlan) -> str:
         ("total per device", f"{p.total_bytes / gib:.1f} GiB"),
     ]
     layout = (f"layout: {p.devices} device(s); weights replicated; tokens and KV cache split by context "
-              f"parallelism (Ulysses over {cfg.dit.num_heads} heads); VAE decode split by time segment")
+              f"parallelism (Ulysses over {cfg.dit.num_heads} heads); VAE tokens split the same way")
     width = max(len(name) for name, _ in rows)
     return "\n".join([f"{cfg.name} at {cfg.video.height}x{cfg.video.width}, {p.devices} device(s)", layout,
                       *[f"  {name:<{width}}  {value}" for name, value in rows]])
