@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = m.add_mutually_exclusive_group()
     source.add_argument("--preset", help="named configuration (default: the default preset)")
     source.add_argument("--checkpoint", type=Path, help="checkpoint directory (config.json + safetensors)")
+    m.add_argument("--steps", type=int, help="denoising steps per chunk (default: the config's)")
     m.add_argument("--modes", default="i2v,v2v", help="comma-separated: i2v, v2v")
     m.add_argument("--seed", type=int, default=0, help="seed of the set (when built) and of generation")
     m.add_argument("--out", type=Path, default=Path("runs/eval-physics-iq-mini"), help="report folder")
@@ -109,6 +110,11 @@ def run_physics_iq_mini(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     cfg = _resolve_config(args)
+    if args.steps is not None:
+        from magi.config import apply_overrides
+
+        cfg = apply_overrides(cfg, [f"sampler.steps={args.steps}"])
+        cfg = dataclasses.replace(cfg, name=f"{cfg.name}-{args.steps}steps")
     data = args.data or Path(f"runs/physics-iq-mini-{args.profile}-seed{args.seed}")
     data = ensure_data(data, seed=args.seed, profile=args.profile, scenarios=args.limit,
                        progress=not args.no_progress)
