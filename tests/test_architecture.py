@@ -8,13 +8,14 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src" / "magi"
 # package -> packages it must never import
 FORBIDDEN = {
-    "models": {"flow", "sampling", "training", "eval", "quant", "io", "commands", "cli"},
-    "flow": {"sampling", "training", "eval", "quant", "io", "commands", "cli"},
+    "models": {"flow", "sampling", "training", "eval", "quant", "io", "parallel", "commands", "cli"},
+    "flow": {"sampling", "training", "eval", "quant", "io", "parallel", "commands", "cli"},
     "sampling": {"training", "eval", "commands", "cli"},
-    "io": {"models", "sampling", "training", "eval", "quant", "commands", "cli"},
-    "quant": {"models", "sampling", "training", "eval", "flow", "io", "commands", "cli"},
+    "io": {"models", "sampling", "training", "eval", "quant", "parallel", "commands", "cli"},
+    "quant": {"models", "sampling", "training", "eval", "flow", "io", "parallel", "commands", "cli"},
+    "parallel": {"sampling", "training", "eval", "quant", "flow", "commands", "cli"},
     "training": {"eval", "commands", "cli"},
-    "physics": {"models", "sampling", "training", "eval", "quant", "flow", "commands", "cli"},
+    "physics": {"models", "sampling", "training", "eval", "quant", "flow", "parallel", "commands", "cli"},
 }
 
 
