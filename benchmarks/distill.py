@@ -74,8 +74,10 @@ def main() -> None:
             rows.append((who, steps, seconds / video_seconds, base_time / seconds, quality, trajectory))
             print(f"  {who} {steps} steps: {seconds:.1f} s", flush=True)
 
-    print(f"\n# v2v on {len(cases)} Physics-IQ-mini cases, {GENERATED} generated frames each; reference = teacher at 64 steps")
-    print("| model | steps | s compute / s video | speedup vs teacher-64 | PSNR vs teacher-64 (dB) | trajectory error (px) |")
+    print(f"\n# v2v on {len(cases)} Physics-IQ-mini cases, {GENERATED} generated frames each; "
+          "reference = teacher at 64 steps")
+    print("| model | steps | s compute / s video | speedup vs teacher-64 | PSNR vs teacher-64 (dB) | "
+          "trajectory error (px) |")
     print("|---|---:|---:|---:|---:|---:|")
     for who, steps, rtf, speedup, quality, trajectory in rows:
         shown = "ref" if who == "teacher" and steps == 64 else f"{quality:.2f}"
@@ -91,7 +93,8 @@ def main() -> None:
         outputs[name], _ = run(pipe, cases[:2], args.seed)
         growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
         weight_mib = state_dict_bytes(pipe.dit.state_dict()) / 2**20
-        quality = "ref" if name == "fp32" else f"{np.mean([psnr(a, b) for a, b in zip(outputs[name], outputs['fp32'])]):.2f}"
+        mean_psnr = np.mean([psnr(a, b) for a, b in zip(outputs[name], outputs["fp32"])])
+        quality = "ref" if name == "fp32" else f"{mean_psnr:.2f}"
         print(f"| {name} | {weight_mib:.2f} | {growth:.0f} | {quality} |")
     bf16 = sum(p.numel() for p in build_pipeline(load(args.teacher)).dit.parameters()) * 2 / 2**20
     print(f"(bf16 weights would be {bf16:.2f} MiB)")

@@ -23,10 +23,10 @@ import torch
 from magi.config import RunConfig
 from magi.eval.tracking import locate, trajectory_error, visible_objects
 from magi.io.weights import resolve_checkpoint_dir
-from magi.sampling.pipeline import Request, build_pipeline, generate_frames
-from magi.training.runs import reconstruction_psnr, whole_frames
 from magi.physics.dataset import load_split
 from magi.physics.mini import PROFILES, render_case
+from magi.sampling.pipeline import Request, build_pipeline, generate_frames
+from magi.training.runs import reconstruction_psnr, whole_frames
 
 PREFIX = 24
 

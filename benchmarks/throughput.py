@@ -60,7 +60,7 @@ def main() -> None:
             for guidance in ("none", cfg.sampler.guidance):
                 sampler = replace(cfg.sampler, steps=steps, guidance=guidance)
 
-                def run():
+                def run(dit=dit, sampler=sampler, context=context, mask=mask, shape=shape):
                     return generate(dit, sampler, context, mask, num_chunks=args.chunks, latent_shape=shape)
 
                 with FlopCounterMode(display=False) as counter:
@@ -68,7 +68,7 @@ def main() -> None:
                 seconds = min(_timed(run) for _ in range(2))
                 flops = counter.get_total_flops()
                 with torch.no_grad():
-                    decode = _timed(lambda: list(vae.iter_decode(latents)))
+                    decode = _timed(lambda vae=vae, latents=latents: list(vae.iter_decode(latents)))
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 print(f"| {name} | {steps} | {guidance} | {flops / frames / 1e9:.3f} | {seconds / frames:.4f} | "
                       f"{flops / seconds / peak:.0%} | {seconds / frames * cfg.video.fps:.3f} | "

@@ -15,7 +15,8 @@ def test_every_preset_validates_and_round_trips(name):
 
 
 def test_overrides_are_typed():
-    cfg = apply_overrides(get_preset("tiny"), ["sampler.steps=16", "dit.gated_ffn=false", "sampler.text_scales=1,2,3,4,5",
+    cfg = apply_overrides(get_preset("tiny"), ["sampler.steps=16", "dit.gated_ffn=false",
+                                               "sampler.text_scales=1,2,3,4,5",
                                                "text.kind=hash"])
     assert cfg.sampler.steps == 16 and cfg.dit.gated_ffn is False and cfg.text.kind == "hash"
     assert cfg.sampler.text_scales == (1.0, 2.0, 3.0, 4.0, 5.0)

@@ -17,7 +17,7 @@ from magi.models.dit import DiT
 from magi.models.vae import TransformerVAE
 from magi.parallel.data import BatchShard, FullyShardedDataParallel
 from magi.training.loop import train
-from magi.training.objectives import dit_objective, distill_objective, vae_objective
+from magi.training.objectives import distill_objective, dit_objective, vae_objective
 
 CFG = RunConfig(
     name="unit",

@@ -1,10 +1,9 @@
 import pytest
 import torch
 
+from conftest import randomize_
 from magi.models.dit import DiT
 from magi.models.kv_cache import ChunkKVCache
-
-from conftest import randomize_
 
 
 @pytest.fixture

@@ -1,14 +1,12 @@
-import pytest
 import torch
 from torch import nn
 
+from conftest import randomize_
 from magi.cli import main
 from magi.config import DiTConfig, QuantConfig
 from magi.io.weights import load_state, read_safetensors, save_weights, state_dict_bytes
 from magi.models.dit import DiT
 from magi.quant.fp8 import FP8, Float8Linear, dequantize_weight, kept_in_high_precision, quantize_, quantize_weight
-
-from conftest import randomize_
 
 
 def test_round_trip_error_is_bounded_by_e4m3_precision():

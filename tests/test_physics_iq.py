@@ -56,7 +56,8 @@ def write_fixture(root, fps=8, size=16, scenarios=2, cond=8):
                 vid = f"{(take - 1) * 3 * scenarios + 3 * s + v + 1:04d}"
                 clip = square_clip(cond + n, size, 1 + s, speed, 2 + 4 * v)
                 tk = f"take-{take}"
-                np.savez(folder["testing"] / f"{vid}_testing-videos_{fps}FPS_{view}_{tk}_{slug}.npz", frames=clip[cond:])
+                name = f"{vid}_testing-videos_{fps}FPS_{view}_{tk}_{slug}.npz"
+                np.savez(folder["testing"] / name, frames=clip[cond:])
                 np.savez(folder["conditioning"] / f"{vid}_conditioning-videos_{fps}FPS_{view}_{tk}_{slug}.npz",
                          frames=clip[:cond])
                 rows.append(f"{slug},a square slides,Solid Mechanics,{vid}_{view}_{slug}.mp4")

@@ -70,9 +70,13 @@ def reference_forward(ref: dict, cfg: DiTConfig, latents, t, context):
     reference-named weights (flash attention -> SDPA, fused kernels -> torch). Conditioning text for adaLN
     is pooled as in our DiT (the reference uses a learned special token there; see io/reference.py)."""
     p, H, hd, Hkv = cfg.patch_size, cfg.num_heads, cfg.head_dim, cfg.num_kv_heads
-    ln = lambda x, name, one_p: F.layer_norm(x, x.shape[-1:], ref[f"{name}.weight"] + (1 if one_p else 0),
-                                             ref[f"{name}.bias"], cfg.norm_eps)
-    lin = lambda x, name: x @ ref[f"{name}.weight"].t() + (ref[f"{name}.bias"] if f"{name}.bias" in ref else 0)
+    def ln(x, name, one_p):
+        return F.layer_norm(x, x.shape[-1:], ref[f"{name}.weight"] + (1 if one_p else 0), ref[f"{name}.bias"],
+                            cfg.norm_eps)
+
+    def lin(x, name):
+        return x @ ref[f"{name}.weight"].t() + (ref[f"{name}.bias"] if f"{name}.bias" in ref else 0)
+
     x = F.conv3d(latents * cfg.x_rescale_factor, ref["x_embedder.weight"], stride=(1, p, p))
     _, _, T, h, w = x.shape
     x = rearrange(x, "n c t h w -> (t h w) n c")[:, 0]  # (S, D)
@@ -86,7 +90,8 @@ def reference_forward(ref: dict, cfg: DiTConfig, latents, t, context):
     def rotary(v):  # flash_attn apply_rotary_emb, interleaved=False
         n = cos.shape[-1]
         x1, x2 = v[..., :n], v[..., n:2 * n]
-        return torch.cat([x1 * cos[:, None] - x2 * sin[:, None], x1 * sin[:, None] + x2 * cos[:, None], v[..., 2 * n:]], -1)
+        c, s = cos[:, None], sin[:, None]
+        return torch.cat([x1 * c - x2 * s, x1 * s + x2 * c, v[..., 2 * n:]], -1)
 
     t_emb = lin(F.silu(lin(timestep_embedding(t, 256), "t_embedder.mlp.0")), "t_embedder.mlp.2")
     y_xattn = F.silu(lin(context, "y_embedder.y_proj_xattn.0"))  # (L, D)
@@ -97,7 +102,9 @@ def reference_forward(ref: dict, cfg: DiTConfig, latents, t, context):
         q = rotary(ln(lin(hs, f"{a}linear_qkv.q").unflatten(-1, (H, hd)), f"{a}q_layernorm", True))
         k = rotary(ln(lin(hs, f"{a}linear_qkv.k").unflatten(-1, (Hkv, hd)), f"{a}k_layernorm", True))
         v = lin(hs, f"{a}linear_qkv.v").unflatten(-1, (Hkv, hd))
-        rep = lambda z: z.repeat_interleave(H // Hkv, 1).transpose(0, 1)  # (H, S, hd)
+        def rep(z):
+            return z.repeat_interleave(H // Hkv, 1).transpose(0, 1)  # (H, S, hd)
+
         core = F.scaled_dot_product_attention(q.transpose(0, 1), rep(k), rep(v)).transpose(0, 1).flatten(1)
         qx = ln(lin(hs, f"{a}linear_qkv.qx").unflatten(-1, (H, hd)), f"{a}q_layernorm_xattn", True)
         kvx = torch.cat([y_xattn @ wc.t() for wc in ref[f"{a}linear_kv_xattn.weight"].chunk(8, 0)], 1)

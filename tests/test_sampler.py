@@ -4,10 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import randomize_
 from magi.models.dit import DiT
 from magi.sampling.sampler import Prefix, generate
-
-from conftest import randomize_
 
 
 @pytest.fixture
@@ -27,7 +26,8 @@ def test_cached_equals_recompute(model, dit_cfg, sampler_cfg, guidance, prefix_f
     ctx, mask = context(dit_cfg)
     prefix = None
     if prefix_frames:
-        prefix = Prefix(torch.randn(2, dit_cfg.in_channels, prefix_frames, 8, 8, generator=torch.Generator().manual_seed(3)))
+        g = torch.Generator().manual_seed(3)
+        prefix = Prefix(torch.randn(2, dit_cfg.in_channels, prefix_frames, 8, 8, generator=g))
     kw = dict(num_chunks=4, latent_shape=(dit_cfg.in_channels, 8, 8), prefix=prefix, seed=5)
     cached = generate(model, cfg, ctx, mask, **kw)
     recomputed = generate(model, cfg, ctx, mask, use_kv_cache=False, **kw)

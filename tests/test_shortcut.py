@@ -3,13 +3,12 @@ from dataclasses import replace
 import pytest
 import torch
 
+from conftest import randomize_
 from magi.flow.schedule import time_grid
 from magi.flow.shortcut import grid_steps, two_step_target
 from magi.models.dit import DiT
 from magi.sampling.sampler import generate
 from magi.training.runs import init_student_from_teacher
-
-from conftest import randomize_
 
 
 @pytest.mark.parametrize("steps", [8, 16, 32, 64])

@@ -35,7 +35,8 @@ def test_reference_npz_rows_and_convert_command(tmp_path, capsys):
     torch.testing.assert_close(table["DURATION_8"], other[14:15])
     torch.testing.assert_close(table["TWO_D_ANIME"], other[16:17])
     assert table["CAPTION"].shape == (1, D) and len(table) == 2 + 7 + 8
-    assert main(["convert", "--special_tokens", str(tmp_path / "special_tokens.npz"), "--out", str(tmp_path / "o")]) == 0
+    npz = str(tmp_path / "special_tokens.npz")
+    assert main(["convert", "--special_tokens", npz, "--out", str(tmp_path / "o")]) == 0
     assert read_safetensors(tmp_path / "o" / FILE).keys() == table.keys()
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     assert main(["convert", "--special_tokens", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "p")]) == 2

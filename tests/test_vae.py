@@ -1,9 +1,8 @@
 import torch
 
+from conftest import randomize_
 from magi.config import VAEConfig
 from magi.models.vae import TransformerVAE
-
-from conftest import randomize_
 
 CFG = VAEConfig(latent_channels=4, patch_t=2, patch_hw=4, dim=32, encoder_depth=1, decoder_depth=1,
                 num_heads=2, segment_frames=2, scale_factor=0.5)

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from magi.errors import InputError
 from magi.io.atomic import atomic_write_text

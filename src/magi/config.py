@@ -154,7 +154,8 @@ class SamplerConfig:
         _require(self.guidance in ("none", "text", "text_and_prefix"), f"bad sampler.guidance {self.guidance!r}")
         _require(self.solver in ("euler", "shortcut"), f"bad sampler.solver {self.solver!r}")
         for key in (*self.special_tokens, *self.negative_special_tokens):
-            _require(key in SPECIAL_TOKEN_KEYS, f"unknown special token {key!r} (known: {', '.join(SPECIAL_TOKEN_KEYS)})")
+            _require(key in SPECIAL_TOKEN_KEYS,
+                     f"unknown special token {key!r} (known: {', '.join(SPECIAL_TOKEN_KEYS)})")
         _require("DURATION" not in self.negative_special_tokens, "DURATION is not a negative special token")
 
 

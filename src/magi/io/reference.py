@@ -101,7 +101,8 @@ def reference_manifest(cfg: DiTConfig, quantized: bool = False) -> dict[str, tup
     }
     for i in range(cfg.depth):
         L, a = f"videodit_blocks.layers.{i}.", f"videodit_blocks.layers.{i}.self_attention."
-        shapes |= {f"{L}ada_modulate_layer.proj.0.weight": (2 * D, cond), f"{L}ada_modulate_layer.proj.0.bias": (2 * D,),
+        shapes |= {f"{L}ada_modulate_layer.proj.0.weight": (2 * D, cond),
+                   f"{L}ada_modulate_layer.proj.0.bias": (2 * D,),
                    f"{a}linear_kv_xattn.weight": (2 * kv_dim, D)}
         linears = {"q": (q_dim, D), "qx": (q_dim, D), "k": (kv_dim, D), "v": (kv_dim, D), "proj": (D, 2 * q_dim),
                    "fc1": (fc1, D), "fc2": (D, cfg.ffn_dim)}

@@ -97,8 +97,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarra
     Batches may come from a generator (streaming generation): nothing is kept in memory, and if the
     generator raises, no file is left at ``path``.
     """
-    import av
     from fractions import Fraction
+
+    import av
 
     batches = [frames] if isinstance(frames, np.ndarray) else frames
     count = 0

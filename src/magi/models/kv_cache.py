@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torch import Tensor
 import torch
+from torch import Tensor
 
 
 @dataclass

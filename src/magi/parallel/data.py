@@ -26,7 +26,6 @@ from torch import Tensor, nn
 
 from magi.io.weights import check_state_dict, load_state
 
-
 ENTRY_POINTS = ("encode_distribution", "decode")  # the VAE's training entry points (besides forward)
 
 

@@ -39,7 +39,8 @@ def caption(family: str, p: dict, trace: Trace) -> str:
         head = f"a {p['colors'][0]} ball hits a row of {COUNT_WORDS[n]} dominoes"
         if k >= n:
             return f"{head} and they all fall over"
-        return f"{head}; {COUNT_WORDS[k]} fall and the chain stops at a gap" if p["gap"] else f"{head}; {COUNT_WORDS[k]} fall"
+        fall = f"{head}; {COUNT_WORDS[k]} fall"
+        return f"{fall} and the chain stops at a gap" if p["gap"] else fall
     if family == "pendulum":
         return f"a {p['color']} ball hangs on a string and swings back and forth like a pendulum"
     if family == "projectile":

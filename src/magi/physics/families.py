@@ -104,7 +104,8 @@ def _rolling_resistance(body, coefficient: float):
 
 
 def sample_ramp(rng):
-    return {"color": colors(rng, 1)[0], "radius": u(rng, 12, 18), "angle": u(rng, 15, 35), "friction": u(rng, 0.0, 0.08, 3),
+    return {"color": colors(rng, 1)[0], "radius": u(rng, 12, 18), "angle": u(rng, 15, 35),
+            "friction": u(rng, 0.0, 0.08, 3),
             "run": u(rng, 100, 130), "release": int(rng.integers(4, 22))}
 
 

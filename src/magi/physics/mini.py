@@ -114,7 +114,8 @@ def write_physics_iq_mini(root: Path, *, seed: int = 0, profile: str = "mini", p
                 side = sidecar(configs[s], trace, v, size=size, frames=slice(cond, cond + test), text=text)
                 side.update(take=tk, id=vid, size=size, conditioning_frames=cond, test_frames=test)
                 stem.with_suffix(".json").write_text(json.dumps(side))
-                Image.fromarray(videos[v, cond - 1]).save(dirs["switch"] / f"{vid}_switch-frames_anyFPS_{view}_{slug}.png")
+                switch = dirs["switch"] / f"{vid}_switch-frames_anyFPS_{view}_{slug}.png"
+                Image.fromarray(videos[v, cond - 1]).save(switch)
                 rows.append({"scenario": slug, "description": text, "category": FAMILIES[family].category,
                              "generated_video_name": f"{vid}_{view}_{slug}.mp4", "_order": (take, s, v)})
     rows.sort(key=lambda r: r.pop("_order"))

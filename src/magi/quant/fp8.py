@@ -76,7 +76,7 @@ def kept_in_high_precision(name: str, cfg: QuantConfig, depth: int) -> bool:
     """Whether the linear at qualified ``name`` stays unquantized (edge layers, as in the reference)."""
     if any(name == keep or name.startswith(keep + ".") for keep in cfg.keep_high_precision):
         return True
-    edge = {f"blocks.0.", f"blocks.{depth - 1}."} if cfg.keep_edge_blocks else set()
+    edge = {"blocks.0.", f"blocks.{depth - 1}."} if cfg.keep_edge_blocks else set()
     return any(name.startswith(prefix) for prefix in edge)
 
 

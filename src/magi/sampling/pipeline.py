@@ -16,8 +16,8 @@ from torch import Tensor
 
 from magi.config import RunConfig
 from magi.errors import InputError
-from magi.io.video import frames_to_tensor, resize_frames, tensor_to_frames
 from magi.io.reference import find_reference_weights, load_reference_state
+from magi.io.video import frames_to_tensor, resize_frames, tensor_to_frames
 from magi.io.weights import load_state, load_weights, read_safetensors, resolve_checkpoint_dir
 from magi.models.dit import DiT
 from magi.models.text import TextEncoder, build_text_encoder

@@ -18,8 +18,7 @@ from tqdm import tqdm
 from magi.config import RunConfig
 from magi.io.atomic import atomic_write_text
 from magi.parallel.data import DataParallelism, SingleProcess
-from magi.training.checkpoint import (Checkpoint, TrainState, load_checkpoint, load_checkpoint_state,
-                                      save_checkpoint)
+from magi.training.checkpoint import Checkpoint, TrainState, load_checkpoint, load_checkpoint_state, save_checkpoint
 from magi.training.ema import ema_copy, ema_update
 from magi.training.optim import build_optimizer, learning_rate
 

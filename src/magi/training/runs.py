@@ -28,7 +28,7 @@ from magi.models.text import build_text_encoder
 from magi.models.vae import TransformerVAE
 from magi.parallel.data import DataParallelism, SingleProcess
 from magi.training.loop import find_checkpoint, train
-from magi.training.objectives import dit_objective, distill_objective, frames_to_video, vae_objective
+from magi.training.objectives import distill_objective, dit_objective, frames_to_video, vae_objective
 
 ENCODE_BATCH = 8
 
