@@ -29,7 +29,7 @@ from magi.presets import get_preset
 def ref_cfg(**kw) -> DiTConfig:
     base = dict(in_channels=4, dim=64, depth=3, num_heads=4, num_kv_heads=2, head_dim=16, ffn_dim=96,
                 context_dim=24, context_max_length=8, chunk_frames=2, norm="layernorm", rope="magi",
-                gelu_approximate="none", gated_ffn=False)
+                gelu_approximate="none", gated_ffn=False, adaln_text="null_token", null_text_tokens=3)
     return DiTConfig(**(base | kw))
 
 
@@ -65,10 +65,11 @@ def test_round_trip_is_bit_identical(gated):
     assert all(torch.equal(back[k], ours[k]) for k in ours)
 
 
-def reference_forward(ref: dict, cfg: DiTConfig, latents, t, context):
+def reference_forward(ref: dict, cfg: DiTConfig, latents, t, context, unconditional=False):
     """The reference VideoDiTModel's forward for one chunk and batch 1, written from its formulas on
-    reference-named weights (flash attention -> SDPA, fused kernels -> torch). Conditioning text for adaLN
-    is pooled as in our DiT (the reference uses a learned special token there; see io/reference.py)."""
+    reference-named weights (flash attention -> SDPA, fused kernels -> torch). The adaLN text term is
+    the null caption's second-to-last token (``unconditional``: its last), as the reference's
+    ``CaptionEmbedder.caption_drop_single_token`` does."""
     p, H, hd, Hkv = cfg.patch_size, cfg.num_heads, cfg.head_dim, cfg.num_kv_heads
     def ln(x, name, one_p):
         return F.layer_norm(x, x.shape[-1:], ref[f"{name}.weight"] + (1 if one_p else 0), ref[f"{name}.bias"],
@@ -95,7 +96,8 @@ def reference_forward(ref: dict, cfg: DiTConfig, latents, t, context):
 
     t_emb = lin(F.silu(lin(timestep_embedding(t, 256), "t_embedder.mlp.0")), "t_embedder.mlp.2")
     y_xattn = F.silu(lin(context, "y_embedder.y_proj_xattn.0"))  # (L, D)
-    cond = t_emb + lin(context.mean(0), "y_embedder.y_proj_adaln.0")
+    token = ref["y_embedder.null_caption_embedding"][-1 if unconditional else -2]
+    cond = t_emb + lin(token, "y_embedder.y_proj_adaln.0")
     for i in range(cfg.depth):
         L, a = f"videodit_blocks.layers.{i}.", f"videodit_blocks.layers.{i}.self_attention."
         res, hs = x, ln(x, f"{a}linear_qkv.layer_norm", False)
@@ -133,9 +135,11 @@ def test_our_dit_computes_the_reference_forward(gated):
     context = torch.randn(1, 5, cfg.context_dim, generator=g)
     t = torch.full((1, cfg.chunk_frames), 0.3)
     with torch.no_grad():
-        ours = dit(latents, t, context)
-        expected = reference_forward(ref, cfg, latents, t[:, 0], context[0])
-    torch.testing.assert_close(ours, expected, atol=2e-4, rtol=2e-4)
+        for unconditional in (False, True):
+            ours = dit(latents, t, context, unconditional=torch.tensor([unconditional]))
+            expected = reference_forward(ref, cfg, latents, t[:, 0], context[0], unconditional)
+            torch.testing.assert_close(ours, expected, atol=2e-4, rtol=2e-4)
+        assert not torch.allclose(ours, dit(latents, t, context))  # the flag matters
 
 
 def quantize_like_reference(ref: dict, cfg: DiTConfig) -> dict:

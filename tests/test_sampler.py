@@ -71,7 +71,7 @@ class GaussianOracle(nn.Module):
     def unconditional_context(self, batch, length=1):
         return torch.zeros(batch, length, self.cfg.context_dim), torch.ones(batch, length, dtype=torch.bool)
 
-    def forward(self, latents, t, context, context_mask=None, kv_cache=None):
+    def forward(self, latents, t, context, context_mask=None, kv_cache=None, unconditional=None):
         t = t[:, None, :, None, None].double()
         m, s2 = self.mean, self.std**2
         denom = t**2 * s2 + (1 - t) ** 2

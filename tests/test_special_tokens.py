@@ -12,7 +12,7 @@ from magi.cli import main
 from magi.config import DiTConfig, SamplerConfig
 from magi.io.weights import read_safetensors
 from magi.models.dit import DiT
-from magi.sampling.sampler import generate
+from magi.sampling.sampler import Prefix, generate
 from magi.sampling.special_tokens import FILE, chunk_texts, from_reference_npz, negative_text
 
 D = 8
@@ -132,3 +132,25 @@ def test_preset_with_special_tokens_needs_them_in_the_checkpoint(tmp_path):
     save_weights(tmp_path / FILE, {name: torch.randn(1, cfg.dit.context_dim)
                                    for name in ["HQ", *(f"DURATION_{n}" for n in range(1, 9))]})
     assert set(build_pipeline(cfg).special_tokens) >= {"HQ", "DURATION_8"}
+
+
+def test_sampler_marks_the_no_text_rows_for_the_adaln_token():
+    seen = []
+
+    class Spy(DiT):
+        def forward(self, *args, unconditional=None, **kwargs):
+            seen.append(None if unconditional is None else unconditional.tolist())
+            return super().forward(*args, unconditional=unconditional, **kwargs)
+
+    cfg = replace(CFG, adaln_text="null_token")
+    dit = randomize_(Spy(cfg), seed=4).eval()
+    text, mask = torch.randn(1, 4, D), torch.ones(1, 4, dtype=torch.bool)
+    prefix = Prefix(torch.randn(1, 4, 2, 4, 4))
+    generate(dit, SamplerConfig(steps=4, window_size=2, context_chunks=2, guidance="text_and_prefix"), text, mask,
+             num_chunks=2, latent_shape=(4, 4, 4), prefix=prefix)
+    assert [False, True] in seen and [True] in seen  # [text ; no text] batches and the unconditional pass
+    assert None not in seen
+    seen.clear()
+    generate(dit, SamplerConfig(steps=4, window_size=2, guidance="none"), text, mask, num_chunks=2,
+             latent_shape=(4, 4, 4))
+    assert set(map(str, seen)) == {"None"}  # distilled models: every row has text

@@ -69,6 +69,9 @@ class DiTConfig:
     context_dim: int = 384  # text encoder width (T5: 4096)
     context_max_length: int = 64
     half_channel_vae: bool = False  # 24B: a 16-channel latent is fed twice to 32 input channels
+    # adaLN text term: "pooled" (mean of the text) or "null_token" (MAGI-1: one of two learned tokens, the
+    # null text's second-to-last for rows with text and its last for the unconditional rows)
+    adaln_text: str = "pooled"
     null_text_tokens: int = 0  # tokens of the learned null text that are attended (0: all; MAGI-1: 50)
     cond_ratio: float = 0.25  # timestep-conditioning width = dim * cond_ratio
     modulation_softcap: float = 1.0  # adaLN gates are softcapped: c * tanh(x / c)
@@ -88,6 +91,10 @@ class DiTConfig:
         _require(self.head_dim % 8 == 0, f"dit.head_dim={self.head_dim} must be divisible by 8 (3-D RoPE)")
         _require(self.t_patch_size == 1, "dit.t_patch_size must be 1 (chunks are whole latent frames)")
         _require(not self.half_channel_vae or self.in_channels % 2 == 0, "dit.half_channel_vae needs even in_channels")
+        _require(self.adaln_text in ("pooled", "null_token"), f"dit.adaln_text={self.adaln_text!r} is not "
+                 "pooled|null_token")
+        _require(self.adaln_text == "pooled" or self.context_max_length >= 2,
+                 "dit.adaln_text=null_token needs context_max_length >= 2")
         _require(0 <= self.null_text_tokens <= self.context_max_length,
                  f"dit.null_text_tokens={self.null_text_tokens} must be in 0..context_max_length")
         _require(self.chunk_frames > 0 and self.depth > 0, "dit.chunk_frames and dit.depth must be positive")

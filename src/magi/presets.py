@@ -98,7 +98,7 @@ def magi_4p5b() -> RunConfig:
         dit=DiTConfig(in_channels=16, dim=3072, depth=34, num_heads=24, num_kv_heads=8, head_dim=128,
                       ffn_dim=12288, gated_ffn=False, context_dim=T5_DIM, context_max_length=800,
                       x_rescale_factor=1.0, norm="layernorm", rope="magi", gelu_approximate="none",
-                      null_text_tokens=50),
+                      adaln_text="null_token", null_text_tokens=50),
         text=TextConfig(kind="t5", path="ckpt/t5", dim=T5_DIM, max_length=800),
         sampler=SamplerConfig(steps=64, window_size=4, shift=3.0, context_chunks=5,
                               special_tokens=("HQ", "DURATION")),  # the run scripts' PAD_HQ=1 PAD_DURATION=1

@@ -164,7 +164,7 @@ class DiT(nn.Module):
 
     def forward(self, latents: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None,
                 kv_cache: ChunkKVCache | None = None, step_size: Tensor | None = None,
-                drop_context: Tensor | None = None) -> Tensor:
+                drop_context: Tensor | None = None, unconditional: Tensor | None = None) -> Tensor:
         """Velocity of ``latents`` (B, C, T, H, W) at noise levels ``t`` (B, T), one per latent frame.
 
         Shortcut models (``cfg.step_conditioning``) also take the step size ``step_size`` (B, T) that the
@@ -178,6 +178,10 @@ class DiT(nn.Module):
         ``context`` is (B, L, Dc), one text for every chunk, or (B, K, L, Dc), one per chunk of the input
         (T = K * chunk_frames): MAGI-1 gives each chunk its own caption (special tokens such as the number
         of chunks still to come, null text for clean chunks); a chunk's tokens then attend to its text only.
+
+        ``unconditional`` (B,) bool marks the rows of guidance's no-text branches: with
+        ``cfg.adaln_text == "null_token"`` (MAGI-1) the adaLN text term is a learned token that says only
+        whether a row has text (dropped rows count as unconditional); "pooled" uses the text's mean.
         """
         cfg, p = self.cfg, self.cfg.patch_size
         B, C, T, H, W = latents.shape
@@ -199,10 +203,17 @@ class DiT(nn.Module):
         x = rearrange(latents, "b c t (h p) (w q) -> b (t h w) (c p q)", p=p, q=p)
         x = self.patch_embed(x)  # (B, N, D)
 
-        weights = context_mask.unsqueeze(-1).to(context.dtype)
-        pooled = (context * weights).sum(2) / weights.sum(2).clamp(min=1.0)  # (B, K, Dc)
         cond = self.time_embed(timestep_embedding(t, TIME_FREQ_DIM).to(x.dtype))  # (B, T, Dcond)
-        cond = cond + self.context_pool(pooled).repeat_interleave(T // K, dim=1)  # each frame: its chunk's text
+        if cfg.adaln_text == "null_token":
+            no_text = torch.zeros(B, dtype=torch.bool, device=x.device)
+            for flags in (unconditional, drop_context):
+                no_text = no_text if flags is None else no_text | flags
+            token = torch.where(no_text[:, None], self.null_context[-1], self.null_context[-2])  # (B, Dc)
+            cond = cond + self.context_pool(token.to(context.dtype))[:, None]
+        else:
+            weights = context_mask.unsqueeze(-1).to(context.dtype)
+            pooled = (context * weights).sum(2) / weights.sum(2).clamp(min=1.0)  # (B, K, Dc)
+            cond = cond + self.context_pool(pooled).repeat_interleave(T // K, dim=1)  # each frame: its chunk's text
         if cfg.step_conditioning:
             d = torch.zeros_like(t) if step_size is None else step_size
             cond = cond + self.step_embed(timestep_embedding(d, TIME_FREQ_DIM).to(x.dtype))

@@ -103,9 +103,12 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     shortcut = cfg.solver == "shortcut"  # the model is told the step size it is predicting for
 
     def model(x: Tensor, t: Tensor, ctx: Tensor, ctx_mask: Tensor, kv: ChunkKVCache | None,
-              d: Tensor | None = None) -> Tensor:
+              d: Tensor | None = None, text: bool = True) -> Tensor:
+        """One forward; ``ctx`` of B rows (``text`` says whether they are text rows) or 2B: [text ; no text]."""
         reps = ctx.shape[0] // x.shape[0]
         extra = {"step_size": d.repeat(reps, 1).to(dtype)} if shortcut and d is not None else {}
+        if guided:  # which rows are guidance's no-text branch (MAGI-1's adaLN token depends on it)
+            extra["unconditional"] = torch.arange(ctx.shape[0]) >= (x.shape[0] if text else 0)
         v = dit(x.repeat(reps, 1, 1, 1, 1).to(dtype), t.repeat(reps, 1).to(dtype), ctx.to(dtype), ctx_mask, kv,
                 **extra)
         return v.float()
@@ -148,7 +151,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             text_scale = piecewise_scale(t, cfg.cfg_t_range, cfg.text_scales)[:, None, :, None, None]
             has_prefix = n_lead > 0 or num_open > 0 or (cache is not None and cache.num_chunks > 0)
             if cfg.guidance == "text_and_prefix" and has_prefix:
-                v_uncond = model(x, t, neg, neg_mask, None, dt)
+                v_uncond = model(x, t, neg, neg_mask, None, dt, text=False)
                 prefix_scale = piecewise_scale(t, cfg.cfg_t_range, cfg.prefix_scales)[:, None, :, None, None]
                 v = text_and_prefix_guidance(v_text, v_prefix, v_uncond, text_scale, prefix_scale)
             else:
