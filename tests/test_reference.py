@@ -257,15 +257,22 @@ def read_sharded_safetensors_or_ours(folder):
 
 
 def test_build_pipeline_reads_a_reference_directory(tmp_path):
+    from magi.models.magi_vae import TiledVAE
     from magi.models.vae import TransformerVAE
     from magi.sampling.pipeline import build_pipeline
+    from test_magi_vae import TINY_DDCONFIG, write_reference_vae
 
+    folder = tmp_path / "downloads" / "4.5B_base"  # the reference run configs' load / vae_pretrained layout
     run = get_preset("tiny")
     run = dataclasses.replace(run, dit=dataclasses.replace(run.dit, norm="layernorm", rope="magi"),
-                              weights=str(tmp_path))
-    dit = write_reference_dir(tmp_path / "inference_weight", run.dit)
-    with pytest.raises(InputError, match="reference VAE"):
+                              weights=str(folder))
+    dit = write_reference_dir(folder / "inference_weight", run.dit)
+    with pytest.raises(InputError, match="has no VAE"):
         build_pipeline(run)
-    save_weights(tmp_path / "vae.safetensors", TransformerVAE(run.vae).state_dict())
+    vae_state = write_reference_vae(tmp_path / "downloads" / "vae", TINY_DDCONFIG)  # the published VAE's layout
     pipe = build_pipeline(run)
     assert all(torch.equal(pipe.dit.state_dict()[k], v) for k, v in dit.state_dict().items())
+    assert isinstance(pipe.vae, TiledVAE)
+    assert all(torch.equal(pipe.vae.vae.state_dict()[k], v) for k, v in vae_state.items())
+    save_weights(folder / "vae.safetensors", TransformerVAE(run.vae).state_dict())  # ours, if present, wins
+    assert isinstance(build_pipeline(run).vae, TransformerVAE)

@@ -1,6 +1,6 @@
 """``magi convert``: published MAGI-1 (reference layout) checkpoints <-> our checkpoint directories.
 
-    magi convert --from-reference DIR --preset magi-4.5b --out OUT   # DIT weights -> OUT/dit.safetensors
+    magi convert --from-reference DIR --preset magi-4.5b --out OUT   # DiT -> OUT/dit.safetensors, VAE -> OUT/vae/
     magi convert --to-reference CKPT --out OUT                       # our DiT -> sharded reference layout
     magi convert --special_tokens special_tokens.npz --out OUT       # -> OUT/special_tokens.safetensors
 
@@ -8,8 +8,11 @@ The published models condition on special tokens (the magi presets put HQ and DU
 each chunk's caption): ``--from-reference`` converts a ``special_tokens.npz`` found in DIR, and
 ``--special_tokens`` converts the reference repository's ``example/assets/special_tokens.npz`` alone.
 
-The reference's VAE is a different network and is not converted: ``--from-reference`` copies a
-``vae.safetensors`` found beside the weights (ours), and otherwise writes the DiT alone.
+The published VAE is a network of its own (``magi.models.magi_vae``) whose parameter names are already
+ours: ``--from-reference`` finds it as ``magi generate`` does (a ``vae/`` folder in DIR, beside it or two
+levels up: ``magi.io.reference.find_reference_vae``), loads it strictly against the preset, and copies its
+``config.json`` and ``diffusion_pytorch_model.safetensors`` to ``OUT/vae/``. A ``vae.safetensors`` of ours
+found beside the weights is copied instead; with neither, the DiT is written alone.
 """
 
 from __future__ import annotations
@@ -49,22 +52,37 @@ def run(args: argparse.Namespace) -> int:
 
 def from_reference(args: argparse.Namespace, source: Path, out: Path) -> int:
     from magi.config import apply_overrides
-    from magi.io.reference import find_reference_weights, load_reference_state
+    from magi.io.reference import (
+        REFERENCE_VAE_CONFIG,
+        REFERENCE_VAE_WEIGHTS,
+        find_reference_vae,
+        find_reference_weights,
+        load_reference_state,
+    )
     from magi.io.weights import save_weights
     from magi.presets import get_preset
+    from magi.sampling.pipeline import load_magi_vae
 
     if not args.preset:
         raise InputError("--from-reference needs --preset (the checkpoint's architecture, e.g. magi-4.5b)")
     cfg = apply_overrides(get_preset(args.preset), args.set)
     state = load_reference_state(source, cfg.dit)
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(out / "dit.safetensors", state)
     weights = find_reference_weights(source)
     vae = next((p / "vae.safetensors" for p in (source, weights) if p and (p / "vae.safetensors").is_file()), None)
-    if vae is not None:
+    published_vae = None if vae is not None else find_reference_vae(source)
+    if published_vae is not None:
+        load_magi_vae(source, cfg)  # strict: config, compression, names and shapes, before anything is written
+        vae = published_vae
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(out / "dit.safetensors", state)
+    if published_vae is not None:
+        (out / "vae").mkdir(exist_ok=True)
+        for name in (REFERENCE_VAE_CONFIG, REFERENCE_VAE_WEIGHTS):
+            shutil.copyfile(published_vae / name, out / "vae" / name)
+    elif vae is not None:
         shutil.copyfile(vae, out / "vae.safetensors")
     dataclasses.replace(cfg, weights="").save(out / "config.json")
-    note = "" if vae else " (no vae.safetensors: add one before `magi generate --checkpoint`)"
+    note = f", VAE from {vae}" if vae else " (no VAE found: add one before `magi generate --checkpoint`)"
     if (source / "special_tokens.npz").is_file():
         special_tokens(source / "special_tokens.npz", out)
     print(f"wrote {out}: {len(state)} DiT tensors from {weights}{note}")

@@ -102,10 +102,12 @@ def _generate(args: argparse.Namespace, cfg: RunConfig, request, world) -> int:
 
     pipe = build_pipeline(cfg)
     if world.world_size > 1:
+        from magi.models.vae import TransformerVAE
         from magi.parallel.context import parallelize_context, parallelize_vae
 
         parallelize_context(pipe.dit)  # DiT tokens (and KV cache heads) sharded over the ranks
-        parallelize_vae(pipe.vae)  # each segment's encode / decode split over the ranks too
+        if isinstance(pipe.vae, TransformerVAE):  # the published VAE runs whole on every rank
+            parallelize_vae(pipe.vae)  # each segment's encode / decode split over the ranks too
     if not world.is_main:  # every rank takes part in the collectives; rank 0 writes
         for _ in generate_frames(pipe, request):
             pass

@@ -20,10 +20,14 @@ config asks for fp8 (see ``dequantize_reference_linear`` for the one approximati
 
 Every reference key is consumed exactly once and every one of ours produced exactly once; anything else
 raises a one-line ``InputError`` naming the key. This module maps tensors only (it imports no network).
+
+The published VAE is a separate directory (``config.json`` + ``diffusion_pytorch_model.safetensors``, names
+already those of ``magi.models.magi_vae.MagiVAE``): ``find_reference_vae`` and ``load_reference_vae``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +38,7 @@ from torch import Tensor
 
 from magi.config import DiTConfig
 from magi.errors import InputError
-from magi.io.weights import SAFETENSORS_INDEX, SINGLE_SAFETENSORS, read_sharded_safetensors
+from magi.io.weights import SAFETENSORS_INDEX, SINGLE_SAFETENSORS, read_safetensors, read_sharded_safetensors
 
 TIME_FREQ_DIM = 256  # the reference TimestepEmbedder's frequency_embedding_size
 PROJ_GROUPS = 8  # the reference's hard-coded ``hn=8`` (its tensor-parallel degree at training time)
@@ -278,3 +282,47 @@ def load_reference_state(folder: str | Path, cfg: DiTConfig) -> dict[str, Tensor
     if weights is None:
         raise InputError(f"'{folder}' holds no MAGI-1 reference weights ({SAFETENSORS_INDEX} or {SINGLE_SAFETENSORS})")
     return from_reference(read_sharded_safetensors(weights), cfg)
+
+
+REFERENCE_VAE_CONFIG = "config.json"  # diffusers ConfigMixin: {"_class_name": "ViTVAE", "ddconfig": {...}, ...}
+REFERENCE_VAE_WEIGHTS = "diffusion_pytorch_model.safetensors"  # diffusers ModelMixin's file name
+
+
+def find_reference_vae(folder: str | Path) -> Path | None:
+    """The published MAGI-1 VAE directory that goes with the checkpoint ``folder``, or None.
+
+    It is a ``vae/`` directory holding ``config.json``, looked for in this order: inside ``folder`` (what
+    ``magi convert --from-reference`` writes), beside it (the reference run configs: ``load`` is
+    ``downloads/4.5B_base``, ``vae_pretrained`` is ``downloads/vae``) and two levels up (the Hugging Face
+    repository sand-ai/MAGI-1: ``ckpt/magi/4.5B_base`` and ``ckpt/vae``). ``folder`` may also be the
+    ``inference_weight*`` directory itself.
+    """
+    base = Path(folder).resolve()
+    if base.name.startswith("inference_weight"):
+        base = base.parent
+    for candidate in (base / "vae", base.parent / "vae", base.parent.parent / "vae"):
+        if (candidate / REFERENCE_VAE_CONFIG).is_file():
+            return candidate
+    return None
+
+
+def load_reference_vae(folder: str | Path) -> tuple[dict, dict[str, Tensor]]:
+    """The parsed ``config.json`` and the state dict of a published VAE directory (safetensors only).
+
+    The names are checked against the network by the caller (``magi.io.weights.check_state_dict``).
+    """
+    folder = Path(folder)
+    config_path = folder / REFERENCE_VAE_CONFIG
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read the MAGI-1 VAE config '{config_path}': {error}") from None
+    if not isinstance(config, dict) or config.get("_class_name") != "ViTVAE":
+        raise InputError(f"'{config_path}' is not a MAGI-1 VAE config (its _class_name is not 'ViTVAE')")
+    weights = folder / REFERENCE_VAE_WEIGHTS
+    if not weights.is_file():
+        pickled = (folder / "diffusion_pytorch_model.bin").is_file()
+        raise InputError(f"'{folder}' has no {REFERENCE_VAE_WEIGHTS}"
+                         + (" (only a pickled .bin, which magi never loads: convert it to safetensors)" if pickled
+                            else ""))
+    return config, read_safetensors(weights)

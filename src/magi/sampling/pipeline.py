@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -16,10 +17,17 @@ from torch import Tensor
 
 from magi.config import RunConfig
 from magi.errors import InputError
-from magi.io.reference import find_reference_weights, load_reference_state
+from magi.io.reference import (
+    REFERENCE_VAE_WEIGHTS,
+    find_reference_vae,
+    find_reference_weights,
+    load_reference_state,
+    load_reference_vae,
+)
 from magi.io.video import frames_to_tensor, resize_frames, tensor_to_frames
-from magi.io.weights import load_state, load_weights, read_safetensors, resolve_checkpoint_dir
+from magi.io.weights import check_state_dict, load_state, load_weights, read_safetensors, resolve_checkpoint_dir
 from magi.models.dit import DiT
+from magi.models.magi_vae import MagiVAE, MagiVAEConfig, TiledVAE, Tiling
 from magi.models.text import TextEncoder, build_text_encoder
 from magi.models.vae import TransformerVAE
 from magi.quant.fp8 import is_fp8_state, quantize_
@@ -33,7 +41,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 @dataclass
 class Pipeline:
     cfg: RunConfig
-    vae: TransformerVAE
+    vae: TransformerVAE | TiledVAE  # ours, or the published MAGI-1 VAE run tile by tile
     dit: DiT
     text: TextEncoder
     special_tokens: dict[str, Tensor] = field(default_factory=dict)  # name -> (1, Dc), see special_tokens.py
@@ -44,19 +52,22 @@ def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
 
     Without weights the networks keep a fixed-seed random init, so that a run is still reproducible.
     """
+    folder = resolve_checkpoint_dir(cfg.weights) if cfg.weights else None
+    our_vae = folder is None or (folder / "vae.safetensors").is_file()  # else the published MAGI-1 VAE
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        vae, dit = TransformerVAE(cfg.vae), DiT(cfg.dit)
+        vae = TransformerVAE(cfg.vae) if our_vae else None
+        dit = DiT(cfg.dit)
     dit = dit.to(dtype=DTYPES[cfg.dtype])  # before the fp8 swap: .to(dtype) would upcast fp8 buffers
-    if not cfg.weights:
+    if folder is None:
         quantize_(dit, cfg.quant)
     else:
-        folder = resolve_checkpoint_dir(cfg.weights)
         reference = None if (folder / "dit.safetensors").is_file() else find_reference_weights(folder)
-        if reference is not None and not (folder / "vae.safetensors").is_file():
-            raise InputError(f"'{folder}' is a MAGI-1 reference checkpoint: its DiT loads directly, but the "
-                             f"reference VAE is not supported; put a magi vae.safetensors in '{folder}'")
-        load_weights(vae, folder / "vae.safetensors")
+        if our_vae:
+            load_weights(vae, folder / "vae.safetensors")
+        else:  # the published VAE, tiled like the reference pipeline (tiles of fps // 2 frames)
+            frames = max(cfg.vae.patch_t, cfg.video.fps // 2 // cfg.vae.patch_t * cfg.vae.patch_t)
+            vae = TiledVAE(load_magi_vae(folder, cfg), Tiling(frames=frames))
         state = read_safetensors(folder / "dit.safetensors") if reference is None \
             else load_reference_state(reference, cfg.dit)  # dequantized if fp8: requantized below
         if is_fp8_state(state):
@@ -73,6 +84,33 @@ def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
         raise InputError(f"the config uses special tokens {list(keys)}, which come with a checkpoint's weights")
     tokens = load_special_tokens(resolve_checkpoint_dir(cfg.weights), keys) if keys else {}
     return Pipeline(cfg, vae, dit, build_text_encoder(cfg.text), tokens)
+
+
+def load_magi_vae(folder: Path, cfg: RunConfig) -> MagiVAE:
+    """The published MAGI-1 VAE that goes with checkpoint ``folder`` (``find_reference_vae``), loaded strictly.
+
+    Its compression and latent channels must be those of ``cfg.vae`` (the DiT and the sampler use them);
+    its latents are scaled by ``cfg.vae.scale_factor`` (run-level in the reference too). Weights stay in
+    float32 whatever the file holds.
+    """
+    location = find_reference_vae(folder)
+    if location is None:
+        raise InputError(f"'{folder}' has no VAE: neither our vae.safetensors nor the published MAGI-1 VAE "
+                         f"(a vae/ folder with config.json and {REFERENCE_VAE_WEIGHTS}) in it, beside it or "
+                         f"two levels up")
+    config, state = load_reference_vae(location)
+    magi_cfg = MagiVAEConfig.from_reference(config, scale_factor=cfg.vae.scale_factor)
+    ours = (cfg.vae.patch_t, cfg.vae.patch_hw, cfg.vae.latent_channels)
+    theirs = (magi_cfg.patch_t, magi_cfg.patch_hw, magi_cfg.latent_channels)
+    if ours != theirs:
+        raise InputError(f"the MAGI-1 VAE in '{location}' compresses {theirs[0]}x{theirs[1]}x{theirs[1]} into "
+                         f"{theirs[2]} channels, but the config has vae.patch_t={ours[0]}, vae.patch_hw={ours[1]}, "
+                         f"vae.latent_channels={ours[2]}")
+    with torch.device("meta"):  # no 2x memory for a 600M-parameter network: the tensors are assigned
+        vae = MagiVAE(magi_cfg)
+    check_state_dict(vae, state, str(location / REFERENCE_VAE_WEIGHTS))
+    vae.load_state_dict(state, strict=True, assign=True)
+    return vae.float()
 
 
 @dataclass(frozen=True)
