@@ -1,6 +1,7 @@
 """Quality bars of a trained physics model (one run, one table).
 
     python benchmarks/quality.py --data DATA_ROOT [--checkpoint builtin:physics-64] [--cases 24] [--seed 0]
+        [--set sampler.prefix_scales=2,2,2,1,1 ...]
 
 * VAE: reconstruction PSNR over the held-out test split of `magi data` (DATA_ROOT/test).
 * On Physics-IQ-mini cases (take 1; simulator positions known), v2v from the 24 conditioning frames and i2v
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from magi.config import RunConfig
+from magi.config import RunConfig, apply_overrides
 from magi.eval.tracking import locate, trajectory_error, visible_objects
 from magi.io.weights import resolve_checkpoint_dir
 from magi.physics.dataset import load_split
@@ -39,10 +40,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=4, help="generated chunks for the persistence check")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the numbers here")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, as in magi generate (e.g. sampler.steps=32)")
     args = parser.parse_args()
 
     folder = resolve_checkpoint_dir(args.checkpoint)
-    cfg = replace(RunConfig.load(folder / "config.json"), weights=args.checkpoint)
+    cfg = apply_overrides(replace(RunConfig.load(folder / "config.json"), weights=args.checkpoint), args.set)
     pipe = build_pipeline(cfg)
     clips, _ = load_split(Path(args.data), "test")
     torch.manual_seed(args.seed)
