@@ -4,6 +4,7 @@ import torch
 from conftest import randomize_
 from magi.models.dit import DiT
 from magi.models.kv_cache import ChunkKVCache
+from magi.models.layers import RMSNorm
 
 
 @pytest.fixture
@@ -102,3 +103,17 @@ def test_drop_context_swaps_in_the_null_text(dit_cfg):
     out = model(x, t, context, drop_context=drop)
     torch.testing.assert_close(out[:1], model(x[:1], t[:1], null[:1], null_mask[:1]))
     torch.testing.assert_close(out[1:], model(x[1:], t[1:], context[1:]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_formula(dtype):
+    norm = RMSNorm(16, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 2.0, 16))
+    x = (torch.randn(3, 5, 16) * 4).to(dtype)
+    xf = x.float()
+    expected = xf / torch.sqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight
+    out = norm(x)
+    assert out.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 1e-2  # bf16: one rounding of the float32 result
+    torch.testing.assert_close(out.float(), expected.to(dtype).float(), rtol=tol, atol=tol)
