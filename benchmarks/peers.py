@@ -29,15 +29,12 @@ one warm-up run each; the ratio is peer / ours (> 1: ours is faster).
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
 import platform
 import sys
-import threading
-import time
 from dataclasses import replace
 
 import torch
+from measure import peak_rss_growth, timed
 
 from magi.config import DiTConfig, SamplerConfig, VAEConfig
 from magi.models.dit import DiT
@@ -56,12 +53,6 @@ ADDNOISE_CONDITION = 20  # the pipeline's recommended value for long videos
 WAN_DECODER = ("decoder", "post_quant_conv")  # parameter-name prefixes of each decoder
 OUR_DECODER = ("decoder",)  # decoder_in, decoder (blocks), decoder_norm, decoder_out
 BIG = "dim=512,depth=8,num_heads=8,num_kv_heads=4,head_dim=64,ffn_dim=1536"  # ~33 M parameters
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def interleaved(fns: list, repeats: int, warmup=None, measure=timed) -> list[float]:
@@ -88,39 +79,6 @@ def count_calls(module: torch.nn.Module, fn) -> tuple[int, object]:
     finally:
         handle.remove()
     return calls[0], out
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss_growth(fn) -> tuple[float | None, float]:
-    """Peak resident memory above the level before ``fn`` (MiB, sampled every 5 ms; None without /proc),
-    and the seconds ``fn`` took."""
-    if not os.path.exists("/proc/self/statm"):
-        return None, timed(fn)
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # return freed heap, so the baseline is live memory
-    except (OSError, AttributeError):
-        pass
-    base = peak = _rss()
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _rss())
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        seconds = timed(fn)
-    finally:
-        done.set()
-        thread.join()
-    return (max(peak, _rss()) - base) / 2**20, seconds
 
 
 # --- generation: our DiT vs the SkyReels-V2 diffusion-forcing pipeline ---------------------------------
