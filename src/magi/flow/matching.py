@@ -65,6 +65,15 @@ def flow_loss(velocity_model: Callable[[Tensor, Tensor], Tensor], data: Tensor, 
     """
     noise = torch.randn(data.shape, generator=generator).to(data)
     path = interpolate(data[rows], noise[rows], t[rows])
-    error = (velocity_model(path.x_t, t[rows]).float() - path.velocity.float()).pow(2).mean(dim=(1, 3, 4))  # (b, T)
-    share = data.shape[0] / error.shape[0]  # = the number of ranks
+    return noisy_frame_mse(velocity_model(path.x_t, t[rows]), path.velocity, t, rows)
+
+
+def noisy_frame_mse(prediction: Tensor, target: Tensor, t: Tensor, rows: slice = slice(None)) -> Tensor:
+    """Mean squared error over the frames of the global batch that are not clean (t < 1), this rank's share.
+
+    prediction, target: (b, C, T, H, W), the ``rows`` of the global batch; t: (B, T), all of it. The sum over
+    this rank's frames is scaled by B / b (the number of ranks), so that the mean over ranks is the loss.
+    """
+    error = (prediction.float() - target.float()).pow(2).mean(dim=(1, 3, 4))  # (b, T)
+    share = t.shape[0] / error.shape[0]
     return (error * (t[rows] < 1).float()).sum() * share / (t < 1).float().sum().clamp(min=1.0)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from magi.config import RunConfig
-from magi.flow.matching import autoregressive_times, flow_loss, interpolate
+from magi.flow.matching import autoregressive_times, flow_loss, interpolate, noisy_frame_mse
 from magi.flow.shortcut import broadcast, grid_steps, two_step_target
 from magi.parallel.data import BatchShard
 from magi.sampling.guidance import piecewise_scale, text_guidance
@@ -138,8 +138,6 @@ def distill_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, 
                                          x, t_k, d1, d2)
                 student.train(student_was_training)
         prediction = student(x, t_k, context, mask, step_size=d1 + d2)
-        error = (prediction.float() - target.float()).pow(2).mean(dim=(1, 3, 4))  # (b, T)
-        share = data.shape[0] / x.shape[0]  # ranks average their losses (see magi.parallel.data)
-        return (error * (t_k < 1).float()).sum() * share / (t_all < 1).float().sum().clamp(min=1.0)
+        return noisy_frame_mse(prediction, target, t_all, rows)  # ranks average it (see magi.parallel.data)
 
     return objective
