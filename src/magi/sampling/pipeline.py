@@ -80,9 +80,9 @@ def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
             quantize_(dit, cfg.quant)
     vae, dit = vae.to(device).eval(), dit.to(device).eval()
     keys = (*cfg.sampler.special_tokens, *cfg.sampler.negative_special_tokens)
-    if keys and not cfg.weights:
+    if keys and folder is None:
         raise InputError(f"the config uses special tokens {list(keys)}, which come with a checkpoint's weights")
-    tokens = load_special_tokens(resolve_checkpoint_dir(cfg.weights), keys) if keys else {}
+    tokens = load_special_tokens(folder, keys) if keys else {}
     return Pipeline(cfg, vae, dit, build_text_encoder(cfg.text), tokens)
 
 

@@ -108,7 +108,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         reps = ctx.shape[0] // x.shape[0]
         extra = {"step_size": d.repeat(reps, 1).to(dtype)} if shortcut and d is not None else {}
         if guided:  # which rows are guidance's no-text branch (MAGI-1's adaLN token depends on it)
-            extra["unconditional"] = torch.arange(ctx.shape[0]) >= (x.shape[0] if text else 0)
+            extra["unconditional"] = torch.arange(ctx.shape[0], device=x.device) >= (x.shape[0] if text else 0)
         v = dit(x.repeat(reps, 1, 1, 1, 1).to(dtype), t.repeat(reps, 1).to(dtype), ctx.to(dtype), ctx_mask, kv,
                 **extra)
         return v.float()
