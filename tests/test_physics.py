@@ -83,6 +83,13 @@ def test_take2_matches_conditioning_then_diverges_slightly():
     assert positions.shape == (24, 2)
 
 
+def test_longer_case_extends_the_same_simulation():
+    short, _ = render_case(5, 1, 1, profile="tiny")
+    long, side = render_case(5, 1, 1, profile="tiny", test_frames=40)
+    assert long.shape[0] == 48 and len(side["objects"][0]["positions"]) == 48
+    assert np.array_equal(long[:24], short)
+
+
 def test_mini_layout(tmp_path):
     root = write_physics_iq_mini(tmp_path, profile="tiny", progress=False, scenarios=2)
     testing = sorted(p.name for p in (root / "split-videos" / "testing" / "8FPS").glob("*.npz"))

@@ -1,6 +1,6 @@
 import numpy as np
 
-from magi.eval.tracking import locate, trajectory_error, visible_objects
+from magi.eval.tracking import intact_objects, locate, trajectory_error, visible_objects
 from magi.physics.mini import render_case
 
 
@@ -24,3 +24,16 @@ def test_ground_truth_tracks_well_and_copying_the_last_frame_does_not():
     blank = np.full_like(clip[8:], 40)
     assert trajectory_error(blank, record["objects"], start=8) == 16.0  # every object missing: the penalty
     assert visible_objects(clip[8], record["objects"]) == len(record["objects"])
+
+
+def test_an_object_smeared_to_a_faint_trace_is_visible_but_not_intact():
+    objects = [{"color": (200, 0, 0)}, {"color": (0, 0, 200)}]
+    before = np.zeros((10, 10, 3), dtype=np.uint8)
+    before[2:5, 2:5] = (200, 0, 0)  # 9 red pixels
+    before[6:9, 6:9] = (0, 0, 200)  # 9 blue pixels
+    after = before.copy()
+    after[2:5, 2:5] = 0
+    after[2, 2:5] = (200, 0, 0)  # red: 3 pixels left (a third of its area)
+    assert visible_objects(after, objects) == 2
+    assert intact_objects(after, before, objects) == 1
+    assert intact_objects(before, before, objects) == 2

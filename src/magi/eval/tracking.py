@@ -17,14 +17,30 @@ MIN_PIXELS = 2  # fewer matching pixels than this: the object is not visible in 
 def locate(frames: np.ndarray, colour: tuple[int, int, int] | list[int],
            tolerance: float = COLOUR_TOLERANCE) -> tuple[np.ndarray, np.ndarray]:
     """Centroids (T, 2) as (x, y) pixel coordinates and visibility (T,) bool of one colour in (T, H, W, 3)."""
-    distance = np.linalg.norm(frames.astype(np.float32) - np.asarray(colour, np.float32), axis=-1)  # (T, H, W)
-    hit = distance < tolerance
+    hit = colour_pixels(frames, colour, tolerance)  # (T, H, W)
     counts = hit.sum(axis=(1, 2))
     ys, xs = np.mgrid[: frames.shape[1], : frames.shape[2]]
     safe = np.maximum(counts, 1)
     # pixel centres: a pixel at column i covers [i, i + 1), so its centre is at i + 0.5
     centroids = np.stack([(hit * (xs + 0.5)).sum(axis=(1, 2)) / safe, (hit * (ys + 0.5)).sum(axis=(1, 2)) / safe], -1)
     return centroids, counts >= MIN_PIXELS
+
+
+def colour_pixels(frames: np.ndarray, colour: tuple[int, int, int] | list[int],
+                  tolerance: float = COLOUR_TOLERANCE) -> np.ndarray:
+    """(T, H, W) bool: the pixels of (T, H, W, 3) frames within ``tolerance`` of ``colour``."""
+    return np.linalg.norm(frames.astype(np.float32) - np.asarray(colour, np.float32), axis=-1) < tolerance
+
+
+def intact_objects(frame: np.ndarray, reference: np.ndarray, objects: list[dict], keep: float = 0.5) -> int:
+    """How many of ``objects`` visible in ``reference`` still cover at least ``keep`` of that pixel area in
+    ``frame`` (both (H, W, 3)): an object that dissolves into a faint smear is not intact."""
+    intact = 0
+    for obj in objects:
+        before = colour_pixels(reference[None], obj["color"]).sum()
+        after = colour_pixels(frame[None], obj["color"]).sum()
+        intact += int(before >= MIN_PIXELS and after >= keep * before)
+    return intact
 
 
 def trajectory_error(frames: np.ndarray, objects: list[dict], start: int = 0,

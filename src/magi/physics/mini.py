@@ -42,9 +42,15 @@ def _profile(profile: str) -> tuple[int, int, int]:
     return PROFILES[profile]
 
 
-def simulate_take(scenario_index: int, take: int, *, seed: int = 0, profile: str = "mini") -> Trace:
-    """Simulate one scenario; takes >= 2 are perturbed right after the switch frame (§9.4)."""
+def simulate_take(scenario_index: int, take: int, *, seed: int = 0, profile: str = "mini",
+                  test_frames: int | None = None) -> Trace:
+    """Simulate one scenario; takes >= 2 are perturbed right after the switch frame (§9.4).
+
+    ``test_frames`` overrides the profile's count of frames after the conditioning (the first frames of a
+    longer simulation are the same frames).
+    """
     _, cond, test = _profile(profile)
+    test = test if test_frames is None else test_frames
     configs = benchmark_configs(seed)
     if not 0 <= scenario_index < len(configs) or take < 1:
         raise InputError(f"need 0 <= scenario_index < {len(configs)} and take >= 1, got {scenario_index}, {take}")
@@ -62,13 +68,13 @@ def sidecar(config: tuple[str, str, dict], trace: Trace, view: int, *, size: int
             "objects": object_tracks(trace, view, size, frames)}
 
 
-def render_case(scenario_index: int, view: int, take: int, *, seed: int = 0,
-                profile: str = "mini") -> tuple[np.ndarray, dict]:
+def render_case(scenario_index: int, view: int, take: int, *, seed: int = 0, profile: str = "mini",
+                test_frames: int | None = None) -> tuple[np.ndarray, dict]:
     """All conditioning + test frames (T, H, W, 3) uint8 of one case, and its sidecar (positions for all T)."""
     size, _, _ = _profile(profile)
     if view not in (0, 1, 2):
         raise InputError(f"view must be 0, 1 or 2, got {view}")
-    trace = simulate_take(scenario_index, take, seed=seed, profile=profile)
+    trace = simulate_take(scenario_index, take, seed=seed, profile=profile, test_frames=test_frames)
     config = benchmark_configs(seed)[scenario_index]
     text = caption(config[1], config[2], simulate_take(scenario_index, 1, seed=seed, profile=profile))
     side = sidecar(config, trace, view, size=size, frames=slice(0, None), text=text)
