@@ -89,7 +89,7 @@ def main() -> None:
     print(f"# {cfg.name} ({args.checkpoint}), {cases} moving Physics-IQ-mini cases, seed {args.seed}")
     print(f"VAE reconstruction PSNR (test split): {results['vae_psnr_db']:.2f} dB\n")
     print("| measure | v2v | i2v | copy last frame | simulator |\n|---|---:|---:|---:|---:|")
-    rows = [("error", f"trajectory error, {horizon} test frames (px)", "{:.2f}"),
+    rows = [("error", f"trajectory error, {min(horizon, generated_frames)} test frames (px)", "{:.2f}"),
             ("error_all", f"trajectory error, all {n} chunks (px)", "{:.2f}"),
             ("visible", f"objects visible after {n} chunks", "{:.0%}"),
             ("intact", f"objects intact after {n} chunks (>= half their area)", "{:.0%}"),
