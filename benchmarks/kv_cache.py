@@ -13,21 +13,14 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 from dataclasses import replace
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from measure import count_flops, timed
 
 from magi.models.dit import DiT
 from magi.presets import get_preset
 from magi.sampling.sampler import generate
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -58,9 +51,7 @@ def main() -> None:
         return timed(job(chunks, cache, window))
 
     def flops(chunks: int, cache: bool) -> int:
-        with FlopCounterMode(display=False) as counter:
-            job(chunks, cache, sampler.window_size)()
-        return counter.get_total_flops()
+        return count_flops(job(chunks, cache, sampler.window_size))[0]
 
     run(1, True, sampler.window_size)  # warm-up
     print(f"# {args.preset}: DiT {sum(p.numel() for p in dit.parameters()) / 1e6:.1f}M params, "

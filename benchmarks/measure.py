@@ -1,4 +1,4 @@
-"""Timing and memory helpers shared by the benchmark scripts (run as ``python benchmarks/NAME.py``)."""
+"""Timing, FLOP and memory helpers shared by the benchmark scripts (run as ``python benchmarks/NAME.py``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,27 @@ import ctypes
 import os
 import threading
 import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
+
+
+@register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu)
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """Q K^T and P V of the CPU flash-attention kernel, every (query, key) pair (as torch counts the GPU
+    kernels); torch registers no formula for it, so FlopCounterMode would count CPU attention as free.
+    Grouped K/V heads do the work of the query heads."""
+    b, h, q_len, d = query_shape
+    k_len, d_v = key_shape[-2], value_shape[-1]
+    return 2 * b * h * q_len * k_len * (d + d_v)
+
+
+def count_flops(fn) -> tuple[int, dict[str, int]]:
+    """FLOPs of one call of ``fn`` (matmuls and attention): the total and the share of each operator."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    by_op = {str(op).split(".")[-1]: n for op, n in counter.get_flop_counts()["Global"].items()}
+    return counter.get_total_flops(), by_op
 
 
 def timed(fn) -> float:

@@ -1,22 +1,22 @@
 """Model FLOPs utilisation and real-time factor of generation, against the machine's measured matmul peak.
 
-    python benchmarks/throughput.py [--presets tiny,physics-64] [--steps 8,16] [--chunks 4]
+    python benchmarks/throughput.py [--presets tiny,physics-64] [--steps 8,16] [--chunks 4] [--threads N]
 
-FLOPs are counted exactly by torch's FlopCounterMode during one generation (matmuls and attention);
-the peak is the best of several large fp32 matmuls on this machine with the same threads. Real-time
-factor = compute seconds per second of generated video (< 1 is faster than real time). Random weights:
-timing does not depend on them. DiT only (the VAE decode is timed separately in the last column).
+FLOPs are counted exactly by torch's FlopCounterMode during one generation (matmuls, and attention through
+the formula that benchmarks/measure.py registers for the CPU kernel); the peak is the best of several large
+fp32 matmuls on this machine with the same threads. Real-time factor = compute seconds per second of
+generated video (< 1 is faster than real time). Random weights: timing does not depend on them. DiT only
+(the VAE decode is timed separately in the last column).
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
-import time
 from dataclasses import replace
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from measure import count_flops, timed
 
 from magi.models.dit import DiT
 from magi.models.vae import TransformerVAE
@@ -27,14 +27,8 @@ from magi.sampling.sampler import generate
 def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    best = min(timed(lambda: a @ b) for _ in range(repeats))
     return 2 * size**3 / best
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -42,12 +36,14 @@ def main() -> None:
     parser.add_argument("--presets", default="tiny,physics-64")
     parser.add_argument("--steps", default="8,16")
     parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     peak = matmul_peak()
     print(f"# peak fp32 matmul: {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads")
-    print("| preset | steps | guidance | DiT GFLOP / frame | s / frame | MFU | real-time factor | "
+    print("| preset | steps | guidance | DiT GFLOP / frame | attention share | s / frame | MFU | real-time factor | "
           "VAE decode s / frame | peak RSS MiB |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.presets.split(","):
         cfg = get_preset(name)
         torch.manual_seed(0)
@@ -63,14 +59,15 @@ def main() -> None:
                 def run(dit=dit, sampler=sampler, context=context, mask=mask, shape=shape):
                     return generate(dit, sampler, context, mask, num_chunks=args.chunks, latent_shape=shape)
 
-                with FlopCounterMode(display=False) as counter:
-                    latents = run()
-                seconds = min(_timed(run) for _ in range(2))
-                flops = counter.get_total_flops()
+                flops, by_op = count_flops(run)
+                attention = by_op.get("_scaled_dot_product_flash_attention_for_cpu", 0) / flops
+                latents = run()
+                seconds = min(timed(run) for _ in range(2))
                 with torch.no_grad():
-                    decode = _timed(lambda vae=vae, latents=latents: list(vae.iter_decode(latents)))
+                    decode = timed(lambda vae=vae, latents=latents: list(vae.iter_decode(latents)))
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                print(f"| {name} | {steps} | {guidance} | {flops / frames / 1e9:.3f} | {seconds / frames:.4f} | "
+                print(f"| {name} | {steps} | {guidance} | {flops / frames / 1e9:.3f} | {attention:.0%} | "
+                      f"{seconds / frames:.4f} | "
                       f"{flops / seconds / peak:.0%} | {seconds / frames * cfg.video.fps:.3f} | "
                       f"{decode / frames:.4f} | {rss:.0f} |", flush=True)
 
