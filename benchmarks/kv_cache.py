@@ -4,9 +4,10 @@
 
 Random weights (timing only). "recompute" re-runs the clean context chunks at every step, which is what an
 implementation without a KV cache does; "window 1" denoises one chunk at a time (no pipelining) with the
-same number of steps per chunk. ``--context`` is the number of clean chunks a noisy chunk attends to: the
-preset's ``sampler.context_chunks`` by default, ``full`` for every earlier chunk (what a port that
-recomputes the whole video so far at each step does).
+same number of steps per chunk (its own recompute/cached ratio is shown too: with one chunk in flight every
+step runs a single chunk, so the history is the larger share of the work). ``--context`` is the number of
+clean chunks a noisy chunk attends to: the preset's ``sampler.context_chunks`` by default, ``full`` for
+every earlier chunk (what a port that recomputes the whole video so far at each step does).
 """
 
 from __future__ import annotations
@@ -50,25 +51,27 @@ def main() -> None:
     def run(chunks: int, cache: bool, window: int) -> float:
         return timed(job(chunks, cache, window))
 
-    def flops(chunks: int, cache: bool) -> int:
-        return count_flops(job(chunks, cache, sampler.window_size))[0]
+    def flops(chunks: int, cache: bool, window: int) -> int:
+        return count_flops(job(chunks, cache, window))[0]
 
     run(1, True, sampler.window_size)  # warm-up
     print(f"# {args.preset}: DiT {sum(p.numel() for p in dit.parameters()) / 1e6:.1f}M params, "
           f"{args.steps} steps/chunk, context {args.context} ({sampler.context_chunks} in the preset), "
           f"{platform.processor() or platform.machine()}, {args.threads} threads")
     print("| chunks | cached s | recompute s | recompute/cached | FLOPs recompute/cached | cached vs 2 chunks | "
-          "window 1 s | window 1/window 4 |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "window 1 s | window 1/window 4 | window 1 recompute/cached | window 1 FLOPs recompute/cached |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = None
     for chunks in [int(c) for c in args.chunks.split(",")]:
         cached = run(chunks, True, sampler.window_size)
         recompute = run(chunks, False, sampler.window_size)
-        single = run(chunks, True, 1)
+        single, single_recompute = run(chunks, True, 1), run(chunks, False, 1)
         base = base or cached
-        work = flops(chunks, False) / flops(chunks, True)  # the most the cache can save
+        work = flops(chunks, False, sampler.window_size) / flops(chunks, True, sampler.window_size)  # the most
+        single_work = flops(chunks, False, 1) / flops(chunks, True, 1)  # the cache can save
         print(f"| {chunks} | {cached:.2f} | {recompute:.2f} | {recompute / cached:.2f}x | {work:.2f}x | "
-              f"{cached / base:.2f}x | {single:.2f} | {single / cached:.2f}x |", flush=True)
+              f"{cached / base:.2f}x | {single:.2f} | {single / cached:.2f}x | {single_recompute / single:.2f}x | "
+              f"{single_work:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
