@@ -37,3 +37,22 @@ def test_attend_gqa_matches_repeated_heads():
     scores = (q @ k_rep.transpose(-1, -2)) / 8**0.5
     expected = scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v_rep
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_rope_rotates_each_pair_by_its_angle():
+    from magi.models.layers import apply_rope, grid_positions, rope_3d
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 3, 8, generator=g).transpose(1, 2)  # (B, H, N, Dh), a permuted (strided) view
+    cos, sin = rope_3d(grid_positions(5, 1, 1), 8, 10000.0)  # (N, Dh / 2)
+    out = apply_rope(x, cos, sin)
+    x1, x2 = x[..., 0::2], x[..., 1::2]  # pair i is channels (2i, 2i + 1)
+    torch.testing.assert_close(out[..., 0::2], x1 * cos - x2 * sin)
+    torch.testing.assert_close(out[..., 1::2], x1 * sin + x2 * cos)
+    xb = x.bfloat16()  # computed in float32, returned in the input dtype
+    assert torch.equal(apply_rope(xb, cos, sin), apply_rope(xb.float(), cos, sin).bfloat16())
+    # relative: rotating q and k by the same offset leaves q . k unchanged
+    shifted_cos, shifted_sin = rope_3d(grid_positions(5, 1, 1, t_offset=7), 8, 10000.0)
+    q, k = apply_rope(x, cos, sin), apply_rope(x.flip(2), cos, sin)
+    q2, k2 = apply_rope(x, shifted_cos, shifted_sin), apply_rope(x.flip(2), shifted_cos, shifted_sin)
+    torch.testing.assert_close(q @ k.transpose(-1, -2), q2 @ k2.transpose(-1, -2), atol=1e-5, rtol=1e-5)

@@ -91,10 +91,16 @@ def rope_3d(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Ten
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate consecutive pairs of the last dim. x: (B, H, N, Dh); cos/sin: (N, Dh // 2)."""
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, H, N, Dh/2) each
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    return out.flatten(-2).to(x.dtype)
+    """Rotate consecutive pairs of the last dim. x: (B, H, N, Dh); cos/sin: (N, Dh // 2).
+
+    Each pair (x1, x2) is a complex number x1 + i x2 multiplied by cos + i sin: one complex multiply
+    instead of four real ones on strided halves (same values, several times faster on CPU).
+    """
+    xf = x.float()
+    if xf.stride(-1) != 1 or any(s % 2 for s in xf.stride()[:-1]):
+        xf = xf.contiguous()  # view_as_complex needs pairs adjacent in memory
+    pairs = torch.view_as_complex(xf.unflatten(-1, (-1, 2)))  # (B, H, N, Dh/2) complex
+    return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2).to(x.dtype)
 
 
 def grid_positions(t: int, h: int, w: int, t_offset: int = 0, device: torch.device | None = None) -> Tensor:
