@@ -56,3 +56,15 @@ def test_rope_rotates_each_pair_by_its_angle():
     q, k = apply_rope(x, cos, sin), apply_rope(x.flip(2), cos, sin)
     q2, k2 = apply_rope(x, shifted_cos, shifted_sin), apply_rope(x.flip(2), shifted_cos, shifted_sin)
     torch.testing.assert_close(q @ k.transpose(-1, -2), q2 @ k2.transpose(-1, -2), atol=1e-5, rtol=1e-5)
+
+
+def test_full_mask_becomes_none_and_attention_is_unchanged():
+    from magi.models.attention import full_mask_to_none
+
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 4, 8, generator=g) for _ in range(3))
+    full = torch.ones(4, 4, dtype=torch.bool)
+    assert full_mask_to_none(full) is None
+    torch.testing.assert_close(attend(q, k, v, full), attend(q, k, v, None))
+    causal = torch.ones(4, 4, dtype=torch.bool).tril()
+    assert full_mask_to_none(causal) is causal

@@ -31,12 +31,17 @@ def block_causal_mask(query_chunks: Tensor, key_chunks: Tensor, window: int | No
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
     """Scaled dot-product attention with grouped K/V heads.
 
-    q: (B, H, Nq, Dh); k, v: (B, Hkv, Nk, Dh) with H % Hkv == 0; mask: (Nq, Nk) or (B, 1, Nq, Nk) bool.
+    q: (B, H, Nq, Dh); k, v: (B, Hkv, Nk, Dh) with H % Hkv == 0; mask: (Nq, Nk) or (B, 1, Nq, Nk) bool
+    (pass None rather than a mask that hides nothing: SDPA's fastest path; see ``full_mask_to_none``).
     Returns (B, H, Nq, Dh).
     """
-    if mask is not None and bool(mask.all()):
-        mask = None  # a full mask is no mask: lets SDPA take its fastest path
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=k.shape[1] != q.shape[1])
+
+
+def full_mask_to_none(mask: Tensor) -> Tensor | None:
+    """None when ``mask`` hides nothing. Checked once per forward, not in every layer: the check reads the
+    whole mask and waits for it."""
+    return None if bool(mask.all()) else mask
 
 
 def chunk_index_per_token(num_frames: int, tokens_per_frame: int, chunk_frames: int,

@@ -25,7 +25,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from magi.config import DiTConfig
-from magi.models.attention import attend, block_causal_mask, chunk_index_per_token
+from magi.models.attention import attend, block_causal_mask, chunk_index_per_token, full_mask_to_none
 from magi.models.kv_cache import ChunkKVCache
 from magi.models.layers import (
     NORMS,
@@ -75,7 +75,7 @@ class Block(nn.Module):
         self.ffn = FeedForward(d, cfg.ffn_dim, cfg.gated_ffn, cfg.gelu_approximate)
         self.ffn_post_norm = Norm(d, cfg.norm_eps)
 
-    def self_attention(self, h: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor,
+    def self_attention(self, h: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None,
                        kv_cache: ChunkKVCache | None, tokens_per_chunk: int) -> Tensor:
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
         q, k, v = self.qkv(h).split([H * Dh, Hkv * Dh, Hkv * Dh], dim=-1)
@@ -99,7 +99,7 @@ class Block(nn.Module):
         return rearrange(attend(q, k, v, cross_mask), "b h n d -> b n (h d)")
 
     def forward(self, x: Tensor, cond: Tensor, context: Tensor, cross_mask: Tensor,
-                rope: tuple[Tensor, Tensor], mask: Tensor, kv_cache: ChunkKVCache | None,
+                rope: tuple[Tensor, Tensor], mask: Tensor | None, kv_cache: ChunkKVCache | None,
                 tokens_per_chunk: int) -> Tensor:
         frames = cond.shape[1]
         gate_a, gate_f = softcap(self.modulation(F.silu(cond)), self.cap).chunk(2, dim=-1)  # (B, T, D) each
@@ -233,7 +233,7 @@ class DiT(nn.Module):
             positions = grid_positions(cached_frames + T, h, w, device=x.device)  # (Nc + N, 3)
             rope = rope_3d(positions, cfg.head_dim, cfg.rope_theta)
         chunks = chunk_index_per_token(cached_frames + T, h * w, cfg.chunk_frames, device=x.device)
-        mask = block_causal_mask(chunks[-x.shape[1]:], chunks)  # (N, Nc + N)
+        mask = full_mask_to_none(block_causal_mask(chunks[-x.shape[1]:], chunks))  # (N, Nc + N) or None
         tokens_per_chunk = cfg.chunk_frames * h * w
 
         for block in self.blocks:

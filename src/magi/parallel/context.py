@@ -73,7 +73,7 @@ class ContextParallelBlock(nn.Module):
         self.block, self.group, self.first, self.last = block, group, first, last
 
     def forward(self, x: Tensor, cond: Tensor, context: Tensor, cross_mask: Tensor,
-                rope: tuple[Tensor, Tensor], mask: Tensor, kv_cache: ChunkKVCache | None,
+                rope: tuple[Tensor, Tensor], mask: Tensor | None, kv_cache: ChunkKVCache | None,
                 tokens_per_chunk: int) -> Tensor:
         blk, P, rank = self.block, dist.get_world_size(self.group), dist.get_rank(self.group)
         if self.first:
@@ -94,7 +94,7 @@ class ContextParallelBlock(nn.Module):
         x = x + blk.ffn_post_norm(blk.ffn(blk.ffn_norm(x)) * gate_f)
         return gather_tokens(x, self.group) if self.last else x
 
-    def self_attention(self, h: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor,
+    def self_attention(self, h: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None,
                        kv_cache: ChunkKVCache | None, tokens_per_chunk: int) -> Tensor:
         blk, g = self.block, self.group
         H, Hkv, Dh = blk.num_heads, blk.num_kv_heads, blk.head_dim
