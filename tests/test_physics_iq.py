@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from magi.cli import main
+from magi.config import RunConfig
 from magi.eval.benchmark import RealCache, score_folder
 from magi.eval.layout import find_cases, real_test_clip, resample_linear
 from magi.eval.physics_iq import (
@@ -231,3 +232,19 @@ def test_cli_errors_name_the_file(fixture_root, tmp_path, capsys):
 
     assert main(args + [str(tmp_path / "nowhere")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_mini_eval_end_to_end_with_overrides(tmp_path):
+    """`magi eval physics-iq-mini` on one tiny scenario: the model's submission is scored beside the
+    baselines, --set reaches the sampler, and the resolved config is saved beside the report."""
+    out, data = tmp_path / "out", tmp_path / "data"
+    args = ["eval", "physics-iq-mini", "--profile", "tiny", "--limit", "1", "--preset", "tiny", "--modes", "i2v",
+            "--data", str(data), "--previews", "0", "--no-progress", "--out", str(out)]
+    assert main(args + ["--set", "sampler.steps=4", "--set", "sampler.text_scales=3,3,3,1,1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    names = [r["name"] for r in report["results"]]
+    assert names[0] == "tiny i2v" and "copy-last" in names and report["meta"]["cases"] == 3
+    saved = RunConfig.load(out / "config.json")
+    assert saved.sampler.steps == 4 and saved.sampler.text_scales == (3.0, 3.0, 3.0, 1.0, 1.0)
+    assert main(args + ["--out", str(tmp_path / "bad"), "--set", "sampler.steps=three"]) == 2
+    assert not (tmp_path / "bad" / "config.json").exists()

@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--preset", help="named configuration (default: the default preset)")
     source.add_argument("--checkpoint", type=Path, help="checkpoint directory (config.json + safetensors)")
     m.add_argument("--steps", type=int, help="denoising steps per chunk (default: the config's)")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, as in magi generate (e.g. sampler.text_scales=7.5,7.5,7.5,0,0)")
     m.add_argument("--modes", default="i2v,v2v", help="comma-separated: i2v, v2v")
     m.add_argument("--seed", type=int, default=0, help="seed of the set (when built) and of generation")
     m.add_argument("--out", type=Path, default=Path("runs/eval-physics-iq-mini"), help="report folder")
@@ -109,10 +111,10 @@ def run_physics_iq_mini(args: argparse.Namespace) -> int:
         raise InputError(f"--modes must be a comma-separated subset of {','.join(MODES)}, got '{args.modes}'")
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
-    cfg = _resolve_config(args)
-    if args.steps is not None:
-        from magi.config import apply_overrides
+    from magi.config import apply_overrides
 
+    cfg = apply_overrides(_resolve_config(args), args.set)
+    if args.steps is not None:
         cfg = apply_overrides(cfg, [f"sampler.steps={args.steps}"])
         cfg = dataclasses.replace(cfg, name=f"{cfg.name}-{args.steps}steps")
     data = args.data or Path(f"runs/physics-iq-mini-{args.profile}-seed{args.seed}")
@@ -139,4 +141,8 @@ def run_physics_iq_mini(args: argparse.Namespace) -> int:
             "weights": cfg.weights or "random init", "seed": args.seed, "modes": ",".join(modes),
             "fps": info["fps"], "cases": results[0].summary.samples}
     _finish(results, cache, submissions, args.out, meta, args.previews)
+    from magi.io.atomic import atomic_write_text
+
+    atomic_write_text(args.out / "config.json", cfg.to_json() + "\n")  # the configuration the model ran with
+    print(f"resolved config: {args.out / 'config.json'}")
     return 0
