@@ -21,12 +21,13 @@ def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=N
     return 2 * b * h * q_len * k_len * (d + d_v)
 
 
-def count_flops(fn) -> tuple[int, dict[str, int]]:
-    """FLOPs of one call of ``fn`` (matmuls and attention): the total and the share of each operator."""
+def count_flops(fn) -> tuple[int, dict[str, int], object]:
+    """FLOPs of one call of ``fn`` (matmuls and attention): the total, the FLOPs of each operator, and what
+    ``fn`` returned."""
     with FlopCounterMode(display=False) as counter:
-        fn()
+        result = fn()
     by_op = {str(op).split(".")[-1]: n for op, n in counter.get_flop_counts()["Global"].items()}
-    return counter.get_total_flops(), by_op
+    return counter.get_total_flops(), by_op, result
 
 
 def timed(fn) -> float:
