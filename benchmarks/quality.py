@@ -34,7 +34,6 @@ from magi.physics.mini import PROFILES, render_case
 from magi.sampling.pipeline import Request, build_pipeline, generate_frames
 from magi.training.runs import reconstruction_psnr, whole_frames
 
-PREFIX = 24
 SOURCES = ("v2v", "i2v", "copy_last", "vae_round_trip", "simulator")  # table columns
 
 
