@@ -5,10 +5,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from magi.cli import main
 from magi.config import RunConfig
 from magi.io.video import read_video
+from magi.io.weights import load_weights
+from magi.models.dit import DiT
 from magi.presets import TRAINING, get_preset
 from magi.training import runs
 
@@ -73,6 +76,18 @@ def test_train_vae_then_dit_then_generate(tmp_path, tiny_recipes):
     assert cache.stat().st_mtime_ns == stamp
     assert (tmp_path / "dit" / "loss.csv").read_text().count("\n") == 1 + 5
 
+    # a twice as deep model grown from the export (--init): after a step of lr 1e-12 it still is the export
+    assert main(["train", "dit", "--out", str(tmp_path / "grown"), "--vae", str(tmp_path / "vae"), "--init",
+                 str(export), "--steps", "1", "--set", "dit.depth=4", "--set", "train.lr=1e-12", *common]) == 0
+    grown_cfg = RunConfig.load(tmp_path / "grown" / "export" / "config.json")
+    assert grown_cfg.dit.depth == 4
+    small, grown = DiT(RunConfig.load(export / "config.json").dit), DiT(grown_cfg.dit)
+    load_weights(small, export / "dit.safetensors")
+    load_weights(grown, tmp_path / "grown" / "export" / "dit.safetensors")
+    x, t, ctx = torch.randn(1, 8, 12, 8, 8), torch.rand(1, 12), torch.randn(1, 5, 384)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, t, ctx), small(x, t, ctx))
+
     # shortcut distillation of the exported model, then 8-step generation with the student
     assert main(["distill", "--teacher", str(export), "--data", str(data), "--out", str(tmp_path / "student"),
                  "--recipe", "tiny", "--no_progress"]) == 0
@@ -87,6 +102,12 @@ def test_train_dit_needs_an_exported_vae(tmp_path, tiny_recipes, capsys):
     assert main(["train", "dit", "--out", str(tmp_path / "d"), "--vae", str(tmp_path / "none"), "--data",
                  str(tmp_path), "--preset", "tiny"]) == 2
     assert "no exported VAE" in capsys.readouterr().err
+
+
+def test_init_needs_an_exported_dit(tmp_path, tiny_recipes, capsys):
+    assert main(["train", "dit", "--out", str(tmp_path / "d"), "--vae", str(tmp_path), "--data", str(tmp_path),
+                 "--preset", "tiny", "--init", str(tmp_path / "none")]) == 2
+    assert "has no dit.safetensors" in capsys.readouterr().err
 
 
 def test_physics_recipes_use_a_known_preset():

@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         q.add_argument("--no_progress", action="store_true")
         if phase == "dit":
             q.add_argument("--vae", required=True, help="run directory of the trained VAE")
+            q.add_argument("--init", help="exported DiT to start a new run from (its export/ folder); it may have "
+                                          "depth / k blocks: the model grows by identity blocks")
     p.set_defaults(func=run)
 
 
@@ -51,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
             if parallel.is_main:
                 print(f"VAE exported to {out / 'export'}; dev reconstruction PSNR {psnr:.2f} dB")
         else:
+            init = Path(args.init) if args.init else None
+            if init is not None and not (init / "dit.safetensors").is_file():
+                raise InputError(f"--init '{init}' has no dit.safetensors (pass a run's export/ folder)")
             runs.train_dit(cfg, Path(args.data), Path(args.vae), out, progress=not args.no_progress,
-                           parallel=parallel)
+                           parallel=parallel, init=init)
             if parallel.is_main:
                 print(f"DiT exported to {out / 'export'} (use: magi generate --checkpoint {out / 'export'})")
     return 0
