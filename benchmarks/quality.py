@@ -11,7 +11,7 @@
   trajectory error against the simulator (objects located by their unique colour, see magi.eval.tracking)
   over the 40 test frames and over all generated chunks; the share of objects still visible at the end
   (count and colour kept) and still intact (at least half the pixel area they had in the switch frame: not
-  dissolved); their speed in the last chunk (motion does not stop).
+  dissolved), also per generated chunk; their speed in the last chunk (motion does not stop).
 """
 
 from __future__ import annotations
@@ -87,8 +87,10 @@ def main() -> None:
             table[f"{source}_error_all"].append(trajectory_error(video, objects, start=prefix))
             table[f"{source}_visible"].append(visible_objects(last_chunk[-1], objects) / len(objects))
             table[f"{source}_intact"].append(intact_objects(last_chunk[-1], switch, objects) / len(objects))
-            table[f"{source}_intact_all"].append(
-                np.mean([intact_objects(frame, switch, objects) for frame in video]) / len(objects))
+            intact = np.array([intact_objects(frame, switch, objects) for frame in video]) / len(objects)
+            table[f"{source}_intact_all"].append(float(intact.mean()))
+            for chunk, share in enumerate(intact.reshape(args.chunks, -1).mean(axis=1), 1):
+                table[f"{source}_intact_chunk{chunk}"].append(float(share))
             table[f"{source}_speed"].append(mean_speed(last_chunk, objects))
     results.update({k: float(np.mean(v)) for k, v in table.items()})
 
@@ -106,6 +108,8 @@ def main() -> None:
     for key, label, fmt in rows:
         cells = [fmt.format(results[f"{source}_{key}"]) for source in SOURCES]
         print(f"| {label} | " + " | ".join(cells) + " |")
+    cells = [" / ".join(f"{results[f'{source}_intact_chunk{c}']:.0%}" for c in range(1, n + 1)) for source in SOURCES]
+    print(f"| objects intact in chunk 1 / ... / {n} (mean over its frames) | " + " | ".join(cells) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
