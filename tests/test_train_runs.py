@@ -10,7 +10,7 @@ import torch
 from magi.cli import main
 from magi.config import RunConfig
 from magi.io.video import read_video
-from magi.io.weights import load_weights
+from magi.io.weights import load_weights, read_safetensors
 from magi.models.dit import DiT
 from magi.presets import TRAINING, get_preset
 from magi.training import runs
@@ -76,9 +76,13 @@ def test_train_vae_then_dit_then_generate(tmp_path, tiny_recipes):
     assert cache.stat().st_mtime_ns == stamp
     assert (tmp_path / "dit" / "loss.csv").read_text().count("\n") == 1 + 5
 
-    # a twice as deep model grown from the export (--init): after a step of lr 1e-12 it still is the export
+    # a twice as deep model grown from the export (--init): after a step of lr 1e-12 it still is the export;
+    # this run also weights the loss where something moves, from the motion cells stored with the latents
     assert main(["train", "dit", "--out", str(tmp_path / "grown"), "--vae", str(tmp_path / "vae"), "--init",
-                 str(export), "--steps", "1", "--set", "dit.depth=4", "--set", "train.lr=1e-12", *common]) == 0
+                 str(export), "--steps", "1", "--set", "dit.depth=4", "--set", "train.lr=1e-12", "--set",
+                 "train.motion_weight=4", *common]) == 0
+    motion = read_safetensors(tmp_path / "grown" / "latents.safetensors")["motion"]
+    assert motion.shape == (6, 1, 12, 8, 8) and 0 < motion.float().mean() < 0.5  # the squares' cells only
     grown_cfg = RunConfig.load(tmp_path / "grown" / "export" / "config.json")
     assert grown_cfg.dit.depth == 4
     small, grown = DiT(RunConfig.load(export / "config.json").dit), DiT(grown_cfg.dit)

@@ -1,5 +1,6 @@
 from dataclasses import replace
 
+import pytest
 import torch
 
 from magi.config import DiTConfig, RunConfig, TextConfig, TrainConfig, VAEConfig
@@ -80,9 +81,50 @@ def test_i2v_samples_condition_on_the_still_image_latent():
     stills = -latents[:, :, :1].clone()
     contexts, masks = torch.zeros(n, 4, cfg.dit.context_dim), torch.ones(n, 4, dtype=torch.bool)
     sample = _dit_batches(latents, contexts, masks, cfg, stills)
-    data, _, _, _, t = sample(DiT(cfg.dit), torch.Generator().manual_seed(0), 0.0)
+    batch = sample(DiT(cfg.dit), torch.Generator().manual_seed(0), 0.0)
+    data, t = batch.data, batch.t
     assert torch.all(t[:, 0] == 1) and torch.all(t[:, 1] < 1)  # every sample is i2v
     torch.testing.assert_close(data[:, :, 0], -data[:, :, 1])  # frame 0 is the clip's still latent
     v2v = replace(cfg, train=replace(cfg.train, prefix_probs=(0.0, 0.0, 1.0)))
-    data, _, _, _, _ = _dit_batches(latents, contexts, masks, v2v, stills)(DiT(cfg.dit), torch.Generator(), 0.0)
+    data = _dit_batches(latents, contexts, masks, v2v, stills)(DiT(cfg.dit), torch.Generator(), 0.0).data
     torch.testing.assert_close(data[:, :, 0], data[:, :, 1])  # v2v keeps the real frames
+
+
+def test_motion_cells_mark_the_latent_cells_a_moving_object_passes():
+    from magi.training.objectives import motion_cells
+
+    frames = torch.full((1, 8, 16, 16, 3), 40, dtype=torch.uint8)  # static background
+    frames[0, :, 12:14, 12:14] = 90  # a small static object: background too (it is the median)
+    for t in range(8):
+        frames[0, t, 1:3, t:t + 2] = 200  # a 2x2 square moving right through the top row of cells
+    cells = motion_cells(frames, patch_t=4, patch_hw=4)
+    assert cells.shape == (1, 1, 2, 4, 4) and cells.dtype == torch.bool
+    expected = torch.zeros(2, 4, 4, dtype=torch.bool)
+    expected[0, 0, :2] = True  # frames 0-3: columns 0..4 -> cells 0, 1
+    expected[1, 0, 1:3] = True  # frames 4-7: columns 4..8 -> cells 1, 2
+    assert torch.equal(cells[0, 0], expected)
+
+
+def test_motion_weight_scales_the_loss_where_something_moves():
+    from magi.flow.matching import noisy_frame_mse
+    from magi.training.objectives import _dit_batches
+
+    prediction, target = torch.zeros(2, 3, 4, 2, 2), torch.ones(2, 3, 4, 2, 2)
+    t = torch.full((2, 4), 0.5)
+    plain = noisy_frame_mse(prediction, target, t)
+    assert torch.equal(noisy_frame_mse(prediction, target, t, weight=torch.ones(2, 1, 4, 2, 2)), plain)
+    weight = torch.ones(2, 1, 4, 2, 2)
+    weight[:, :, :, 0, 0] = 5.0  # a quarter of the positions count 5x: mean weight 2
+    assert torch.isclose(noisy_frame_mse(prediction, target, t, weight=weight), 2 * plain)
+
+    cfg = replace(tiny_cfg(), train=replace(tiny_cfg().train, motion_weight=3.0))
+    latents, contexts, masks = data()
+    motion = torch.zeros(5, 1, 6, 4, 4, dtype=torch.bool)
+    motion[:, :, :, 1, 2] = True
+    batch = _dit_batches(latents, contexts, masks, cfg, motion=motion)(DiT(cfg.dit), torch.Generator(), 0.0)
+    assert batch.weight.shape == (3, 1, 4, 4, 4)
+    assert torch.all(batch.weight[:, :, :, 1, 2] == 4.0) and batch.weight.sum() == 3 * 4 * (15 + 4)
+    without = _dit_batches(latents, contexts, masks, tiny_cfg(), motion=motion)(DiT(cfg.dit), torch.Generator(), 0.0)
+    assert without.weight is None  # motion_weight 0: the plain mean
+    with pytest.raises(ValueError, match="motion"):
+        _dit_batches(latents, contexts, masks, cfg)

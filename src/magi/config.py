@@ -218,6 +218,9 @@ class TrainConfig:
     prefix_probs: tuple[float, ...] = (0.3, 0.2, 0.5)  # no prefix (t2v), one frame (i2v), whole chunks (v2v)
     t_logit_std: float = 1.0  # noise levels: sigmoid(N(0, std)) then shifted (see flow.matching)
     t_shift: float = 3.0
+    # Extra loss weight of the latent cells where something moves (1 + motion_weight there, 1 elsewhere): the
+    # objects are a few percent of a frame, so a plain mean lets the static background dominate the loss
+    motion_weight: float = 0.0
     # Shortcut distillation (magi distill): step counts cycled through, finest first
     shortcut_steps: tuple[int, ...] = (64, 32, 16, 8)
 
@@ -227,6 +230,7 @@ class TrainConfig:
                  "train.prefix_probs must be 3 probabilities summing to 1")
         _require(0 <= self.caption_dropout < 1, "train.caption_dropout must be in [0, 1)")
         _require(self.clip_chunks >= 1, "train.clip_chunks must be >= 1")
+        _require(self.motion_weight >= 0, "train.motion_weight must be >= 0")
 
 
 @dataclass(frozen=True, kw_only=True)

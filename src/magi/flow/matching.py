@@ -56,24 +56,31 @@ def autoregressive_times(batch: int, num_chunks: int, chunk_frames: int, *, logi
 
 
 def flow_loss(velocity_model: Callable[[Tensor, Tensor], Tensor], data: Tensor, t: Tensor,
-              generator: torch.Generator, rows: slice = slice(None)) -> Tensor:
+              generator: torch.Generator, rows: slice = slice(None), weight: Tensor | None = None) -> Tensor:
     """Mean squared velocity error over the frames that are not clean (t < 1).
 
-    ``velocity_model(x_t, t)`` closes over the conditioning of ``rows``; data: (B, C, T, H, W); t: (B, T).
+    ``velocity_model(x_t, t)`` closes over the conditioning of ``rows``; data: (B, C, T, H, W); t: (B, T);
+    ``weight``: optional (B, 1, T, H, W) per-position weights of the squared error.
     Under data parallelism each rank passes its ``rows`` of the same global batch: the noise is drawn for
     the whole batch, and the result is this rank's share, scaled so that the mean over ranks is the loss.
     """
     noise = torch.randn(data.shape, generator=generator).to(data)
     path = interpolate(data[rows], noise[rows], t[rows])
-    return noisy_frame_mse(velocity_model(path.x_t, t[rows]), path.velocity, t, rows)
+    return noisy_frame_mse(velocity_model(path.x_t, t[rows]), path.velocity, t, rows,
+                           None if weight is None else weight[rows])
 
 
-def noisy_frame_mse(prediction: Tensor, target: Tensor, t: Tensor, rows: slice = slice(None)) -> Tensor:
+def noisy_frame_mse(prediction: Tensor, target: Tensor, t: Tensor, rows: slice = slice(None),
+                    weight: Tensor | None = None) -> Tensor:
     """Mean squared error over the frames of the global batch that are not clean (t < 1), this rank's share.
 
-    prediction, target: (b, C, T, H, W), the ``rows`` of the global batch; t: (B, T), all of it. The sum over
-    this rank's frames is scaled by B / b (the number of ranks), so that the mean over ranks is the loss.
+    prediction, target: (b, C, T, H, W), the ``rows`` of the global batch; t: (B, T), all of it; ``weight``:
+    optional (b, 1, T, H, W) weights of each position's squared error. The sum over this rank's frames is
+    scaled by B / b (the number of ranks), so that the mean over ranks is the loss.
     """
-    error = (prediction.float() - target.float()).pow(2).mean(dim=(1, 3, 4))  # (b, T)
+    squared = (prediction.float() - target.float()).pow(2)
+    if weight is not None:
+        squared = squared * weight
+    error = squared.mean(dim=(1, 3, 4))  # (b, T)
     share = t.shape[0] / error.shape[0]
     return (error * (t[rows] < 1).float()).sum() * share / (t < 1).float().sum().clamp(min=1.0)

@@ -9,6 +9,7 @@ Distillation: shortcut self-consistency over 64/32/16/8-step grids with the guid
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -54,23 +55,54 @@ def vae_objective(clips: Tensor, cfg: RunConfig, shard: BatchShard = BatchShard(
     return objective
 
 
+def motion_cells(frames: Tensor, patch_t: int, patch_hw: int, threshold: int = 32) -> Tensor:
+    """Where something moves, on the latent grid: uint8 (B, T, H, W, 3) clips -> bool (B, 1, T', h, w).
+
+    A pixel moves in a frame when it differs from its clip's temporal median (the static background) by
+    more than ``threshold`` in some channel; a latent cell (``patch_t`` x ``patch_hw`` x ``patch_hw`` pixels)
+    moves when any of its pixels does.
+    """
+    values = frames.to(torch.int16)
+    background = values.median(dim=1, keepdim=True).values
+    moving = (values - background).abs().amax(dim=-1) > threshold  # (B, T, H, W)
+    cells = torch.nn.functional.max_pool3d(moving[:, None].float(), (patch_t, patch_hw, patch_hw))
+    return cells > 0  # (B, 1, T', h, w)
+
+
+@dataclass(frozen=True)
+class DiTBatch:
+    """One training window: data (B, C, K*F, h, w), caption context (B, L, Dc) and mask (B, L), ``drop``
+    (B,) rows whose caption is dropped (the model swaps in its null text), AR noise levels t (B, K*F) and
+    the loss weights (B, 1, K*F, h, w), or None for a plain mean."""
+
+    data: Tensor
+    context: Tensor
+    mask: Tensor
+    drop: Tensor
+    t: Tensor
+    weight: Tensor | None
+
+
 def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: RunConfig,
-                 stills: Tensor | None = None
-                 ) -> Callable[[DiT, torch.Generator, float], tuple[Tensor, Tensor, Tensor, Tensor]]:
-    """Sampler of (data (B, C, K*F, h, w), context, mask, drop (B,), t (B, K*F)) windows with AR noise
-    levels; ``drop`` marks the rows whose caption is dropped (the model swaps in its null text).
+                 stills: Tensor | None = None, motion: Tensor | None = None
+                 ) -> Callable[[DiT, torch.Generator, float], DiTBatch]:
+    """Sampler of training windows with AR noise levels (see ``DiTBatch``).
 
     ``stills`` (N, C, 1, h, w): the latent of each clip's last frame of latent frame 0 held still for a
     whole latent frame (how ``magi generate`` encodes the i2v image). When given, i2v samples (exactly one
     clean latent frame) condition on it instead of the moving frames, as at inference.
+    ``motion`` (N, 1, T, h, w) bool (``motion_cells``): with ``train.motion_weight`` > 0 the loss weights
+    are 1 + motion_weight where something moves, 1 elsewhere.
     """
     tc, F = cfg.train, cfg.dit.chunk_frames
     available = latents.shape[2] // F
     if available < tc.clip_chunks:
         raise ValueError(f"latents hold {available} whole chunks, fewer than train.clip_chunks={tc.clip_chunks}")
+    if tc.motion_weight > 0 and motion is None:
+        raise ValueError("train.motion_weight > 0 needs the motion cells of the clips")
     frames = tc.clip_chunks * F
 
-    def sample(dit: DiT, g: torch.Generator, caption_dropout: float):
+    def sample(dit: DiT, g: torch.Generator, caption_dropout: float) -> DiTBatch:
         index = torch.randint(latents.shape[0], (tc.batch_size,), generator=g)
         start = torch.randint(available - tc.clip_chunks + 1, (tc.batch_size,), generator=g) * F
         data = torch.stack([latents[i, :, s:s + frames] for i, s in zip(index, start)])  # (B, C, K*F, h, w)
@@ -81,30 +113,35 @@ def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: 
         if stills is not None:
             image = (t[:, 0] == 1) & (t[:, 1] < 1) & (start == 0)  # i2v samples at the start of a clip
             data[:, :, :1] = torch.where(image[:, None, None, None, None], stills[index], data[:, :, :1])
-        return data, context, mask, drop, t
+        weight = None
+        if tc.motion_weight > 0:
+            moving = torch.stack([motion[i, :, s:s + frames] for i, s in zip(index, start)])  # (B, 1, K*F, h, w)
+            weight = 1.0 + tc.motion_weight * moving.float()
+        return DiTBatch(data, context, mask, drop, t, weight)
 
     return sample
 
 
 def dit_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: RunConfig,
-                  stills: Tensor | None = None, shard: BatchShard = BatchShard()) -> Objective:
+                  stills: Tensor | None = None, shard: BatchShard = BatchShard(),
+                  motion: Tensor | None = None) -> Objective:
     """latents: (N, C, T, h, w) scaled VAE latents; contexts (N, L, Dc) and masks (N, L) of the captions;
-    ``shard``: this rank's rows of each batch."""
-    batches = _dit_batches(latents, contexts, context_masks, cfg, stills)
+    ``shard``: this rank's rows of each batch; ``motion``: see ``_dit_batches``."""
+    batches = _dit_batches(latents, contexts, context_masks, cfg, stills, motion)
 
     def objective(dit: DiT, step: int) -> Tensor:
         g = step_generator(cfg.train.seed, step)
-        data, context, mask, drop, t = batches(dit, g, cfg.train.caption_dropout)
+        b = batches(dit, g, cfg.train.caption_dropout)
         rows = shard.rows(cfg.train.batch_size)
-        return flow_loss(lambda x, tt: dit(x, tt, context[rows], mask[rows], drop_context=drop[rows]), data, t, g,
-                         rows)
+        return flow_loss(lambda x, tt: dit(x, tt, b.context[rows], b.mask[rows], drop_context=b.drop[rows]),
+                         b.data, b.t, g, rows, b.weight)
 
     return objective
 
 
 def distill_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, teacher: DiT,
-                      cfg: RunConfig, stills: Tensor | None = None, shard: BatchShard = BatchShard()
-                      ) -> Objective:
+                      cfg: RunConfig, stills: Tensor | None = None, shard: BatchShard = BatchShard(),
+                      motion: Tensor | None = None) -> Objective:
     """Shortcut + guidance distillation of ``teacher`` into a step-conditioned student.
 
     Training step i uses n = train.shortcut_steps[i % len] steps. At the finest n the student matches the
@@ -113,13 +150,14 @@ def distill_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, 
     of the sampler's shifted schedule, so training sees exactly the (t, d) pairs the sampler will use.
     """
     tc, sampler = cfg.train, cfg.sampler
-    batches = _dit_batches(latents, contexts, context_masks, cfg, stills)
+    batches = _dit_batches(latents, contexts, context_masks, cfg, stills, motion)
     finest = max(tc.shortcut_steps)
     teacher.eval().requires_grad_(False)
 
     def objective(student: DiT, step: int) -> Tensor:
         g = step_generator(tc.seed, step)
-        data, context, mask, _, t = batches(student, g, 0.0)
+        b = batches(student, g, 0.0)
+        data, context, mask, t = b.data, b.context, b.mask, b.t
         n = tc.shortcut_steps[step % len(tc.shortcut_steps)]
         t_all, d1, d2 = grid_steps(t, n, sampler.shift)  # (B, T) each
         noise = torch.randn(data.shape, generator=g)  # the global batch's draw, then this rank's rows
@@ -138,6 +176,7 @@ def distill_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, 
                                          x, t_k, d1, d2)
                 student.train(student_was_training)
         prediction = student(x, t_k, context, mask, step_size=d1 + d2)
-        return noisy_frame_mse(prediction, target, t_all, rows)  # ranks average it (see magi.parallel.data)
+        weight = None if b.weight is None else b.weight[rows]
+        return noisy_frame_mse(prediction, target, t_all, rows, weight)  # ranks average it (see magi.parallel.data)
 
     return objective

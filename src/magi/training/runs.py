@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from magi.models.text import build_text_encoder
 from magi.models.vae import TransformerVAE
 from magi.parallel.data import DataParallelism, SingleProcess
 from magi.training.loop import find_checkpoint, train
-from magi.training.objectives import distill_objective, dit_objective, frames_to_video, vae_objective
+from magi.training.objectives import distill_objective, dit_objective, frames_to_video, motion_cells, vae_objective
 
 ENCODE_BATCH = 8
 
@@ -125,28 +125,43 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class LatentCache:
+    """What the DiT trains on, encoded once per VAE: scaled latents (N, C, T', h, w), the still latents
+    (N, C, 1, h, w) of each clip's frame ``patch_t - 1`` held for ``patch_t`` frames (the i2v image as ``magi
+    generate`` encodes it) and where something moves on the latent grid (N, 1, T', h, w) bool."""
+
+    latents: Tensor
+    stills: Tensor
+    motion: Tensor
+
+
+LATENT_CACHE_VERSION = 2  # 2: with motion cells
+
+
 @torch.no_grad()
 def cached_latents(vae: TransformerVAE, clips: np.ndarray, cache: Path, key: str,
-                   progress: bool = True) -> tuple[Tensor, Tensor]:
-    """Encode every clip once, reused while ``key`` matches. Returns the scaled latents (N, C, T', h, w)
-    and the still latents (N, C, 1, h, w) of each clip's frame ``patch_t - 1`` held for ``patch_t`` frames
-    (the i2v image as ``magi generate`` encodes it)."""
+                   progress: bool = True) -> LatentCache:
+    """Encode every clip once, reused while ``key`` (and the cache version) matches."""
+    key = f"{key}-v{LATENT_CACHE_VERSION}"
     if cache.is_file():
         stored = read_safetensors(cache)
         if stored.get("key") is not None and bytes(stored["key"].tolist()).decode() == key:
-            return stored["latents"], stored["stills"]
+            return LatentCache(stored["latents"], stored["stills"], stored["motion"].bool())
     vae.eval()
     stride = vae.cfg.patch_t
     clips = whole_frames(clips, stride)
-    latents, stills = [], []
+    latents, stills, motion = [], [], []
     for i in tqdm(range(0, len(clips), ENCODE_BATCH), desc="encode latents", disable=not progress):
-        video = frames_to_video(torch.from_numpy(clips[i:i + ENCODE_BATCH]))  # (b, 3, T, H, W)
+        frames = torch.from_numpy(clips[i:i + ENCODE_BATCH])
+        video = frames_to_video(frames)  # (b, 3, T, H, W)
         latents.append(vae.encode(video))
         stills.append(vae.encode(video[:, :, stride - 1:stride].expand(-1, -1, stride, -1, -1)))
-    latents, stills = torch.cat(latents), torch.cat(stills)
-    save_weights(cache, {"latents": latents, "stills": stills,
+        motion.append(motion_cells(frames, stride, vae.cfg.patch_hw))
+    cached = LatentCache(torch.cat(latents), torch.cat(stills), torch.cat(motion))
+    save_weights(cache, {"latents": cached.latents, "stills": cached.stills, "motion": cached.motion.to(torch.uint8),
                          "key": torch.tensor(list(key.encode()), dtype=torch.uint8)})
-    return latents, stills
+    return cached
 
 
 @torch.no_grad()
@@ -166,10 +181,11 @@ def encode_captions(cfg: RunConfig, captions: list[str], batch: int = 64) -> tup
 
 
 def prepare_dit_data(cfg: RunConfig, data: Path, vae_weights: Path, run_dir: Path, progress: bool,
-                     parallel: DataParallelism | None = None) -> tuple[TransformerVAE, Tensor, Tensor, Tensor, Tensor]:
-    """Copy the VAE into the run, then (cached) latents, still-image latents and caption contexts of the
-    train split: (vae, latents, stills, contexts, masks). With several processes the main one encodes and
-    writes the cache, the others then read it."""
+                     parallel: DataParallelism | None = None
+                     ) -> tuple[TransformerVAE, LatentCache, Tensor, Tensor]:
+    """Copy the VAE into the run, then the (cached) latents and the caption contexts of the train split:
+    (vae, latent cache, contexts, masks). With several processes the main one encodes and writes the cache,
+    the others then read it."""
     parallel = parallel or SingleProcess()
     if parallel.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -180,15 +196,15 @@ def prepare_dit_data(cfg: RunConfig, data: Path, vae_weights: Path, run_dir: Pat
 
 
 def _dit_data(cfg: RunConfig, data: Path, run_dir: Path, progress: bool
-              ) -> tuple[TransformerVAE, Tensor, Tensor, Tensor, Tensor]:
+              ) -> tuple[TransformerVAE, LatentCache, Tensor, Tensor]:
     vae = TransformerVAE(cfg.vae)
     load_weights(vae, run_dir / "vae.safetensors")
     clips, captions = load_clips(data, "train")
     key = f"{_file_digest(run_dir / 'vae.safetensors')}-{len(clips)}-{clips.shape}"
-    latents, stills = cached_latents(vae, clips, run_dir / "latents.safetensors", key, progress)
+    cache = cached_latents(vae, clips, run_dir / "latents.safetensors", key, progress)
     del clips
     contexts, masks = encode_captions(cfg, captions)
-    return vae, latents, stills, contexts, masks
+    return vae, cache, contexts, masks
 
 
 def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progress: bool = True,
@@ -203,8 +219,8 @@ def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progr
     if not (vae_export / "vae.safetensors").is_file():
         raise InputError(f"'{vae_run}' has no exported VAE (export/vae.safetensors); train the VAE first")
     cfg = replace(cfg, vae=RunConfig.load(vae_export / "config.json").vae)
-    vae, latents, stills, contexts, masks = prepare_dit_data(cfg, data, vae_export / "vae.safetensors", run_dir,
-                                                             progress, parallel)
+    vae, cache, contexts, masks = prepare_dit_data(cfg, data, vae_export / "vae.safetensors", run_dir, progress,
+                                                   parallel)
     dev, dev_captions = load_clips(data, "dev")
 
     def on_sample(ema: DiT, step: int) -> None:
@@ -212,7 +228,7 @@ def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progr
         ema.train()
 
     torch.manual_seed(cfg.train.seed)
-    objective = dit_objective(latents, contexts, masks, cfg, stills, parallel.shard)
+    objective = dit_objective(cache.latents, contexts, masks, cfg, cache.stills, parallel.shard, cache.motion)
     dit = DiT(cfg.dit)
     if init is not None and find_checkpoint(run_dir) is None:
         init_from_shallower(dit, read_safetensors(init / "dit.safetensors"), str(init / "dit.safetensors"))
@@ -302,11 +318,12 @@ def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, prog
     teacher = DiT(teacher_cfg.dit)
     teacher_state = read_safetensors(teacher_dir / "dit.safetensors")
     load_state(teacher, teacher_state, str(teacher_dir / "dit.safetensors"))
-    _, latents, stills, contexts, masks = prepare_dit_data(cfg, data, teacher_dir / "vae.safetensors", run_dir,
-                                                           progress, parallel)
+    _, cache, contexts, masks = prepare_dit_data(cfg, data, teacher_dir / "vae.safetensors", run_dir, progress,
+                                                 parallel)
     student = DiT(cfg.dit)
     if find_checkpoint(run_dir) is None:
         init_student_from_teacher(student, teacher_state, str(teacher_dir / "dit.safetensors"))
-    objective = distill_objective(latents, contexts, masks, teacher, cfg, stills, parallel.shard)
+    objective = distill_objective(cache.latents, contexts, masks, teacher, cfg, cache.stills, parallel.shard,
+                                  cache.motion)
     train(student, objective, cfg, run_dir, progress=progress, parallel=parallel)
     return export_dit(run_dir) if parallel.is_main else run_dir / "export"
