@@ -57,6 +57,17 @@ def test_train_vae_then_dit_then_generate(tmp_path, tiny_recipes):
         pytest.approx(metrics["scale_factor"], rel=1e-4)
     assert (tmp_path / "vae" / "samples" / "recon-000002.mp4").is_file()
 
+    # a decoder fine-tune from the export, weighted where the squares move: the encoder (so the latents) and
+    # the latent scale stay exactly, the decoder trains
+    assert main(["train", "vae", "--out", str(tmp_path / "vae-ft"), "--init", str(tmp_path / "vae" / "export"),
+                 "--set", "train.frozen=encoder", "--set", "train.motion_weight=4", "--steps", "2", *common]) == 0
+    old = read_safetensors(tmp_path / "vae" / "export" / "vae.safetensors")
+    new = read_safetensors(tmp_path / "vae-ft" / "export" / "vae.safetensors")
+    assert old.keys() == new.keys()
+    assert all(torch.equal(old[k], new[k]) == k.startswith("encoder") for k in old)
+    assert RunConfig.load(tmp_path / "vae-ft" / "export" / "config.json").vae.scale_factor == \
+        RunConfig.load(tmp_path / "vae" / "export" / "config.json").vae.scale_factor
+
     assert main(["train", "dit", "--out", str(tmp_path / "dit"), "--vae", str(tmp_path / "vae"), *common]) == 0
     export = tmp_path / "dit" / "export"
     assert {p.name for p in export.iterdir()} == {"config.json", "vae.safetensors", "dit.safetensors"}
@@ -112,6 +123,10 @@ def test_init_needs_an_exported_dit(tmp_path, tiny_recipes, capsys):
     assert main(["train", "dit", "--out", str(tmp_path / "d"), "--vae", str(tmp_path), "--data", str(tmp_path),
                  "--preset", "tiny", "--init", str(tmp_path / "none")]) == 2
     assert "has no dit.safetensors" in capsys.readouterr().err
+    assert main(["train", "vae", "--out", str(tmp_path / "v"), "--data", str(tmp_path), "--preset", "tiny",
+                 "--init", str(tmp_path / "none")]) == 2
+    assert "has no vae.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
 
 
 def test_physics_recipes_use_a_known_preset():

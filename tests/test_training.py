@@ -128,3 +128,35 @@ def test_motion_weight_scales_the_loss_where_something_moves():
     assert without.weight is None  # motion_weight 0: the plain mean
     with pytest.raises(ValueError, match="motion"):
         _dit_batches(latents, contexts, masks, cfg)
+
+
+def test_vae_motion_weight_counts_only_the_moving_pixels_more():
+    from magi.models.vae import TransformerVAE
+    from magi.training.objectives import vae_objective
+
+    cfg = replace(tiny_cfg(), train=replace(tiny_cfg().train, batch_size=2, clip_frames=8))
+    weighted = replace(cfg, train=replace(cfg.train, motion_weight=4.0))
+    still = torch.full((2, 8, 16, 16, 3), 60, dtype=torch.uint8)
+    moving = still.clone()
+    for t in range(8):
+        moving[:, t, 4:8, t:t + 4] = 220
+    torch.manual_seed(0)
+    vae = TransformerVAE(cfg.vae)
+    for clips, changes in ((still, False), (moving, True)):
+        plain, more = vae_objective(clips, cfg)(vae, 0), vae_objective(clips, weighted)(vae, 0)
+        assert bool(more > plain * 1.01) == changes  # a clip where nothing moves: the same loss
+
+
+def test_frozen_parameters_stay_and_the_others_train(tmp_path):
+    from magi.training.optim import freeze
+
+    cfg = replace(tiny_cfg(steps=3), train=replace(tiny_cfg(steps=3).train, frozen=("blocks.0.ffn", "patch_embed")))
+    torch.manual_seed(0)
+    model = DiT(cfg.dit)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, dit_objective(*data(), cfg), cfg, tmp_path, progress=False)
+    after = model.state_dict()
+    unchanged = {key for key in before if torch.equal(before[key], after[key])}
+    assert unchanged == {key for key in before if key.startswith(("blocks.0.ffn", "patch_embed"))}
+    with pytest.raises(ValueError, match="'decoder'"):
+        freeze(DiT(cfg.dit), ("blocks", "decoder"))

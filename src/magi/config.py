@@ -221,6 +221,9 @@ class TrainConfig:
     # Extra loss weight of the latent cells where something moves (1 + motion_weight there, 1 elsewhere): the
     # objects are a few percent of a frame, so a plain mean lets the static background dominate the loss
     motion_weight: float = 0.0
+    # Parameter-name prefixes that stay as they are (e.g. ("encoder",): a VAE decoder fine-tune that keeps the
+    # latents, and so every DiT trained on them, unchanged)
+    frozen: tuple[str, ...] = ()
     # Shortcut distillation (magi distill): step counts cycled through, finest first
     shortcut_steps: tuple[int, ...] = (64, 32, 16, 8)
 

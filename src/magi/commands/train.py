@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             q.add_argument("--vae", required=True, help="run directory of the trained VAE")
             q.add_argument("--init", help="exported DiT to start a new run from (its export/ folder); it may have "
                                           "depth / k blocks: the model grows by identity blocks")
+        else:
+            q.add_argument("--init", help="exported VAE to fine-tune in a new run (an export/ folder); its "
+                                          "config and latent scale are kept")
     p.set_defaults(func=run)
 
 
@@ -47,15 +50,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"dataset '{args.data}' not found (create it with `magi data`)")
     overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
     cfg = apply_overrides(training_config(args.preset, args.phase), overrides)
+    init = Path(args.init) if args.init else None
+    weights = "vae.safetensors" if args.phase == "vae" else "dit.safetensors"
+    if init is not None and not ((init / weights).is_file() and (init / "config.json").is_file()):
+        raise InputError(f"--init '{init}' has no {weights} and config.json (pass a run's export/ folder)")
     with data_parallelism_from_env(os.environ) as parallel:  # under torchrun: FSDP2 over all processes
         if args.phase == "vae":
-            psnr = runs.train_vae(cfg, Path(args.data), out, progress=not args.no_progress, parallel=parallel)
+            psnr = runs.train_vae(cfg, Path(args.data), out, progress=not args.no_progress, parallel=parallel,
+                                  init=init)
             if parallel.is_main:
                 print(f"VAE exported to {out / 'export'}; dev reconstruction PSNR {psnr:.2f} dB")
         else:
-            init = Path(args.init) if args.init else None
-            if init is not None and not (init / "dit.safetensors").is_file():
-                raise InputError(f"--init '{init}' has no dit.safetensors (pass a run's export/ folder)")
             runs.train_dit(cfg, Path(args.data), Path(args.vae), out, progress=not args.no_progress,
                            parallel=parallel, init=init)
             if parallel.is_main:

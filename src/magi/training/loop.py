@@ -20,7 +20,7 @@ from magi.io.atomic import atomic_write_text
 from magi.parallel.data import DataParallelism, SingleProcess
 from magi.training.checkpoint import Checkpoint, TrainState, load_checkpoint, load_checkpoint_state, save_checkpoint
 from magi.training.ema import ema_copy, ema_update
-from magi.training.optim import build_optimizer, learning_rate
+from magi.training.optim import build_optimizer, freeze, learning_rate
 
 Objective = Callable[[nn.Module, int], Tensor]  # (model, step) -> scalar loss
 
@@ -55,6 +55,7 @@ def train(model: nn.Module, objective: Objective, cfg: RunConfig, run_dir: Path,
     if parallel.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.json")
+    freeze(model, tc.frozen)
     ema = ema_copy(model)  # before sharding: FSDP modules cannot be copied; the copy is sharded alike
     # samples come from a plain copy of the EMA weights, gathered onto the main process when sharded
     plain_ema = ema_copy(model) if on_sample is not None and parallel.shard.count > 1 and parallel.is_main else None

@@ -34,37 +34,59 @@ def frames_to_video(frames: Tensor) -> Tensor:
 
 
 def vae_objective(clips: Tensor, cfg: RunConfig, shard: BatchShard = BatchShard()) -> Objective:
-    """clips: uint8 (N, T, H, W, 3) training videos; ``shard``: this rank's rows of each batch."""
+    """clips: uint8 (N, T, H, W, 3) training videos; ``shard``: this rank's rows of each batch.
+
+    With ``train.motion_weight`` > 0 the squared error of the pixels that move (``moving_pixels``) counts
+    1 + motion_weight times: the objects are 2% of the pixels, and what the DiT has to get right.
+    """
     tc, length = cfg.train, cfg.train.clip_frames
     if clips.shape[1] < length:
         raise ValueError(f"clips have {clips.shape[1]} frames, fewer than train.clip_frames={length}")
+    backgrounds = None
+    if tc.motion_weight > 0:  # (N, 1, H, W, 3), a few clips at a time
+        backgrounds = torch.cat([clip_background(clips[i:i + 64]) for i in range(0, len(clips), 64)])
 
     def objective(vae: TransformerVAE, step: int) -> Tensor:
         g = step_generator(tc.seed, step)
         index = torch.randint(clips.shape[0], (tc.batch_size,), generator=g)
         start = torch.randint(clips.shape[1] - length + 1, (tc.batch_size,), generator=g)
         rows = shard.rows(tc.batch_size)
-        video = frames_to_video(torch.stack([clips[i, s:s + length] for i, s in zip(index[rows], start[rows])]))
+        frames = torch.stack([clips[i, s:s + length] for i, s in zip(index[rows], start[rows])])  # (b, T, H, W, 3)
+        video = frames_to_video(frames)
         mean, logvar = vae.encode_distribution(video)  # (b, C, t, h, w) each, b = this rank's rows
         noise = torch.randn((tc.batch_size, *mean.shape[1:]), generator=g)[rows]  # the global batch's draw
         z = mean + noise * (0.5 * logvar).exp()
         recon = vae.decode(z * cfg.vae.scale_factor)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
-        return (recon - video).pow(2).mean() + tc.kl_weight * kl
+        squared = (recon - video).pow(2)  # (b, 3, T, H, W)
+        if backgrounds is not None:
+            squared = squared * (1.0 + tc.motion_weight * moving_pixels(frames, backgrounds[index[rows]])[:, None])
+        return squared.mean() + tc.kl_weight * kl
 
     return objective
 
 
-def motion_cells(frames: Tensor, patch_t: int, patch_hw: int, threshold: int = 32) -> Tensor:
+MOTION_THRESHOLD = 32  # uint8 levels a pixel must differ from its clip's background to count as moving
+
+
+def clip_background(frames: Tensor) -> Tensor:
+    """The static background of each clip, its temporal median: uint8 (B, T, H, W, 3) -> (B, 1, H, W, 3)."""
+    return frames.median(dim=1, keepdim=True).values
+
+
+def moving_pixels(frames: Tensor, background: Tensor, threshold: int = MOTION_THRESHOLD) -> Tensor:
+    """Pixels that differ from the background by more than ``threshold`` in some channel: uint8 frames
+    (B, T, H, W, 3) and backgrounds (B, 1, H, W, 3) -> bool (B, T, H, W)."""
+    return (frames.to(torch.int16) - background.to(torch.int16)).abs().amax(dim=-1) > threshold
+
+
+def motion_cells(frames: Tensor, patch_t: int, patch_hw: int) -> Tensor:
     """Where something moves, on the latent grid: uint8 (B, T, H, W, 3) clips -> bool (B, 1, T', h, w).
 
-    A pixel moves in a frame when it differs from its clip's temporal median (the static background) by
-    more than ``threshold`` in some channel; a latent cell (``patch_t`` x ``patch_hw`` x ``patch_hw`` pixels)
-    moves when any of its pixels does.
+    A latent cell (``patch_t`` x ``patch_hw`` x ``patch_hw`` pixels) moves when any of its pixels does
+    (``moving_pixels`` against the clip's ``clip_background``).
     """
-    values = frames.to(torch.int16)
-    background = values.median(dim=1, keepdim=True).values
-    moving = (values - background).abs().amax(dim=-1) > threshold  # (B, T, H, W)
+    moving = moving_pixels(frames, clip_background(frames))  # (B, T, H, W)
     cells = torch.nn.functional.max_pool3d(moving[:, None].float(), (patch_t, patch_hw, patch_hw))
     return cells > 0  # (B, 1, T', h, w)
 

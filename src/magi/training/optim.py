@@ -10,6 +10,17 @@ from torch import nn
 from magi.config import TrainConfig
 
 
+def freeze(model: nn.Module, prefixes: tuple[str, ...]) -> None:
+    """Stop training the parameters whose names start with one of ``prefixes``; each must name some."""
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [prefix for prefix in prefixes if not any(name.startswith(prefix) for name in names)]
+    if unknown:
+        raise ValueError(f"train.frozen: no parameter starts with {', '.join(map(repr, unknown))}")
+    for name, parameter in model.named_parameters():
+        if name.startswith(tuple(prefixes)):
+            parameter.requires_grad_(False)
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]

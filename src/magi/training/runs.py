@@ -65,11 +65,15 @@ def whole_frames(clips: np.ndarray, stride: int) -> np.ndarray:
 
 
 def train_vae(cfg: RunConfig, data: Path, run_dir: Path, *, progress: bool = True,
-              parallel: DataParallelism | None = None) -> float:
+              parallel: DataParallelism | None = None, init: Path | None = None) -> float:
     """Train the VAE on ``data``/train, export it with a fitted scale factor; returns the dev PSNR.
 
-    Under data parallelism the main process alone samples and writes."""
+    ``init``: an exported VAE (``export/`` of a run) to start a new run from (fine-tuning); its config's VAE
+    replaces the preset's and its scale factor is kept, so that DiTs trained on its latents still fit. Under
+    data parallelism the main process alone samples and writes."""
     parallel = parallel or SingleProcess()
+    if init is not None:
+        cfg = replace(cfg, vae=RunConfig.load(init / "config.json").vae)
     clips, _ = load_clips(data, "train")
     dev, _ = load_clips(data, "dev")
     dev = whole_frames(dev[:16], cfg.vae.patch_t)
@@ -88,20 +92,25 @@ def train_vae(cfg: RunConfig, data: Path, run_dir: Path, *, progress: bool = Tru
         write_video(samples / f"recon-{step:06d}.mp4", tensor_to_frames(pair), fps=cfg.video.fps)
 
     torch.manual_seed(cfg.train.seed)
-    ema, _ = train(TransformerVAE(cfg.vae), vae_objective(torch.from_numpy(clips), cfg, parallel.shard), cfg,
-                   run_dir, on_sample=on_sample, progress=progress, parallel=parallel)
+    vae = TransformerVAE(cfg.vae)
+    if init is not None and find_checkpoint(run_dir) is None:
+        load_weights(vae, init / "vae.safetensors")
+    ema, _ = train(vae, vae_objective(torch.from_numpy(clips), cfg, parallel.shard), cfg, run_dir,
+                   on_sample=on_sample, progress=progress, parallel=parallel)
     weights = parallel.model_state(ema)  # full weights on the main process (a collective)
     if not parallel.is_main:
         return float("nan")
     full = TransformerVAE(cfg.vae)
     full.load_state_dict(weights, strict=True)
-    return export_vae(cfg, run_dir, full, clips, dev)
+    return export_vae(cfg, run_dir, full, clips, dev, fit_scale=init is None)
 
 
-def export_vae(cfg: RunConfig, run_dir: Path, ema: TransformerVAE, clips: np.ndarray, dev: np.ndarray) -> float:
-    """Write ``export/`` from the EMA weights, with ``scale_factor`` fitted so latents have unit std."""
+def export_vae(cfg: RunConfig, run_dir: Path, ema: TransformerVAE, clips: np.ndarray, dev: np.ndarray,
+               fit_scale: bool = True) -> float:
+    """Write ``export/`` from the EMA weights, with ``scale_factor`` fitted so latents have unit std (or,
+    without ``fit_scale``, the config's)."""
     ema.eval()
-    scale = 1.0 / latent_std(ema, whole_frames(clips[:64], cfg.vae.patch_t))
+    scale = 1.0 / latent_std(ema, whole_frames(clips[:64], cfg.vae.patch_t)) if fit_scale else cfg.vae.scale_factor
     cfg = replace(cfg, vae=replace(cfg.vae, scale_factor=round(scale, 6)))
     ema.cfg = cfg.vae
     export = run_dir / "export"
