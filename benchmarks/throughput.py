@@ -1,12 +1,14 @@
 """Model FLOPs utilisation and real-time factor of generation, against the machine's measured matmul peak.
 
-    python benchmarks/throughput.py [--presets tiny,physics-64] [--steps 8,16] [--chunks 4] [--threads N]
+    python benchmarks/throughput.py [--presets tiny,physics-64] [--steps 8,16] [--chunks 4] [--batch 1,8]
+        [--threads N]
 
 FLOPs are counted exactly by torch's FlopCounterMode during one generation (matmuls, and attention through
 the formula that benchmarks/measure.py registers for the CPU kernel); the peak is the best of several large
 fp32 matmuls on this machine with the same threads. Real-time factor = compute seconds per second of
 generated video (< 1 is faster than real time). Random weights: timing does not depend on them. DiT only
-(the VAE decode is timed separately in the last column).
+(the VAE decode is timed separately in the last column). ``--batch B`` generates B videos (seeds) in one
+pass (the sampler takes a batch): per-frame numbers are over the frames of all B videos.
 """
 
 from __future__ import annotations
@@ -36,39 +38,40 @@ def main() -> None:
     parser.add_argument("--presets", default="tiny,physics-64")
     parser.add_argument("--steps", default="8,16")
     parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--batch", default="1", help="videos generated together (comma-separated)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     peak = matmul_peak()
     print(f"# peak fp32 matmul: {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads")
-    print("| preset | steps | guidance | DiT GFLOP / frame | attention share | s / frame | MFU | real-time factor | "
-          "VAE decode s / frame | peak RSS MiB |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| preset | videos | steps | guidance | DiT GFLOP / frame | attention share | s / frame | MFU | "
+          "real-time factor | VAE decode s / frame | peak RSS MiB |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.presets.split(","):
         cfg = get_preset(name)
         torch.manual_seed(0)
         dit, vae = DiT(cfg.dit).eval(), TransformerVAE(cfg.vae).eval()
         shape = (cfg.dit.latent_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
-        context, mask = torch.randn(1, cfg.dit.context_max_length, cfg.dit.context_dim), None
-        mask = torch.ones(1, cfg.dit.context_max_length, dtype=torch.bool)
-        frames = args.chunks * cfg.frames_per_chunk
-        for steps in [int(s) for s in args.steps.split(",")]:
-            for guidance in ("none", cfg.sampler.guidance):
-                sampler = replace(cfg.sampler, steps=steps, guidance=guidance)
+        for batch in [int(b) for b in args.batch.split(",")]:
+            context = torch.randn(batch, cfg.dit.context_max_length, cfg.dit.context_dim)
+            mask = torch.ones(batch, cfg.dit.context_max_length, dtype=torch.bool)
+            frames = batch * args.chunks * cfg.frames_per_chunk  # of all the videos together
+            for steps in [int(s) for s in args.steps.split(",")]:
+                for guidance in ("none", cfg.sampler.guidance):
+                    sampler = replace(cfg.sampler, steps=steps, guidance=guidance)
 
-                def run(dit=dit, sampler=sampler, context=context, mask=mask, shape=shape):
-                    return generate(dit, sampler, context, mask, num_chunks=args.chunks, latent_shape=shape)
+                    def run(dit=dit, sampler=sampler, context=context, mask=mask, shape=shape):
+                        return generate(dit, sampler, context, mask, num_chunks=args.chunks, latent_shape=shape)
 
-                flops, by_op, latents = count_flops(run)  # also the warm-up
-                attention = by_op.get("_scaled_dot_product_flash_attention_for_cpu", 0) / flops
-                seconds = min(timed(run) for _ in range(2))
-                with torch.no_grad():
-                    decode = timed(lambda vae=vae, latents=latents: list(vae.iter_decode(latents)))
-                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                print(f"| {name} | {steps} | {guidance} | {flops / frames / 1e9:.3f} | {attention:.0%} | "
-                      f"{seconds / frames:.4f} | "
-                      f"{flops / seconds / peak:.0%} | {seconds / frames * cfg.video.fps:.3f} | "
-                      f"{decode / frames:.4f} | {rss:.0f} |", flush=True)
+                    flops, by_op, latents = count_flops(run)  # also the warm-up
+                    attention = by_op.get("_scaled_dot_product_flash_attention_for_cpu", 0) / flops
+                    seconds = min(timed(run) for _ in range(2))
+                    with torch.no_grad():
+                        decode = timed(lambda vae=vae, latents=latents: list(vae.iter_decode(latents)))
+                    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                    print(f"| {name} | {batch} | {steps} | {guidance} | {flops / frames / 1e9:.3f} | {attention:.0%} | "
+                          f"{seconds / frames:.4f} | {flops / seconds / peak:.0%} | "
+                          f"{seconds / frames * cfg.video.fps:.3f} | {decode / frames:.4f} | {rss:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

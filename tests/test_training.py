@@ -160,3 +160,16 @@ def test_frozen_parameters_stay_and_the_others_train(tmp_path):
     assert unchanged == {key for key in before if key.startswith(("blocks.0.ffn", "patch_embed"))}
     with pytest.raises(ValueError, match="'decoder'"):
         freeze(DiT(cfg.dit), ("blocks", "decoder"))
+
+
+def test_vae_latent_noise_perturbs_what_the_decoder_sees():
+    from magi.models.vae import TransformerVAE
+    from magi.training.objectives import vae_objective
+
+    cfg = replace(tiny_cfg(), train=replace(tiny_cfg().train, batch_size=2, clip_frames=8))
+    clips = torch.randint(0, 255, (2, 8, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    vae = TransformerVAE(cfg.vae)
+    losses = [vae_objective(clips, replace(cfg, train=replace(cfg.train, latent_noise=sigma)))(vae, 0).item()
+              for sigma in (0.0, 0.0, 1.0)]
+    assert losses[0] == losses[1] != losses[2]  # deterministic per step; the noise changes the reconstruction

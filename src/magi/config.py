@@ -212,6 +212,9 @@ class TrainConfig:
     # VAE objective
     clip_frames: int = 24  # video frames per VAE training window
     kl_weight: float = 1e-6
+    # Std of extra noise on the (scaled, unit-variance) latents the decoder sees in training: the DiT's latents
+    # are never exact, and a decoder trained on exact ones turns small errors into visible texture
+    latent_noise: float = 0.0
     # DiT objective (MAGI-1 autoregressive training)
     clip_chunks: int = 3  # chunks per DiT training window
     caption_dropout: float = 0.1  # probability of training on the null text (enables guidance)
@@ -234,6 +237,7 @@ class TrainConfig:
         _require(0 <= self.caption_dropout < 1, "train.caption_dropout must be in [0, 1)")
         _require(self.clip_chunks >= 1, "train.clip_chunks must be >= 1")
         _require(self.motion_weight >= 0, "train.motion_weight must be >= 0")
+        _require(self.latent_noise >= 0, "train.latent_noise must be >= 0")
 
 
 @dataclass(frozen=True, kw_only=True)

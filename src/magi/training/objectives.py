@@ -37,7 +37,8 @@ def vae_objective(clips: Tensor, cfg: RunConfig, shard: BatchShard = BatchShard(
     """clips: uint8 (N, T, H, W, 3) training videos; ``shard``: this rank's rows of each batch.
 
     With ``train.motion_weight`` > 0 the squared error of the pixels that move (``moving_pixels``) counts
-    1 + motion_weight times: the objects are 2% of the pixels, and what the DiT has to get right.
+    1 + motion_weight times: the objects are 2% of the pixels, and what the DiT has to get right. With
+    ``train.latent_noise`` > 0 the decoder sees latents off by that much noise and must still give the clip.
     """
     tc, length = cfg.train, cfg.train.clip_frames
     if clips.shape[1] < length:
@@ -55,8 +56,10 @@ def vae_objective(clips: Tensor, cfg: RunConfig, shard: BatchShard = BatchShard(
         video = frames_to_video(frames)
         mean, logvar = vae.encode_distribution(video)  # (b, C, t, h, w) each, b = this rank's rows
         noise = torch.randn((tc.batch_size, *mean.shape[1:]), generator=g)[rows]  # the global batch's draw
-        z = mean + noise * (0.5 * logvar).exp()
-        recon = vae.decode(z * cfg.vae.scale_factor)
+        z = (mean + noise * (0.5 * logvar).exp()) * cfg.vae.scale_factor
+        if tc.latent_noise > 0:  # drawn after the posterior's noise: runs without it keep their streams
+            z = z + tc.latent_noise * torch.randn((tc.batch_size, *mean.shape[1:]), generator=g)[rows]
+        recon = vae.decode(z)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
         squared = (recon - video).pow(2)  # (b, 3, T, H, W)
         if backgrounds is not None:
