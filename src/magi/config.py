@@ -221,8 +221,8 @@ class TrainConfig:
     prefix_probs: tuple[float, ...] = (0.3, 0.2, 0.5)  # no prefix (t2v), one frame (i2v), whole chunks (v2v)
     t_logit_std: float = 1.0  # noise levels: sigmoid(N(0, std)) then shifted (see flow.matching)
     t_shift: float = 3.0
-    # Extra loss weight of the latent cells where something moves (1 + motion_weight there, 1 elsewhere): the
-    # objects are a few percent of a frame, so a plain mean lets the static background dominate the loss
+    # Extra loss weight where something moves (1 + motion_weight there, 1 elsewhere; DiT: latent cells, VAE:
+    # pixels): a plain mean counts every position alike, though the objects are a few percent of a frame
     motion_weight: float = 0.0
     # Parameter-name prefixes that stay as they are (e.g. ("encoder",): a VAE decoder fine-tune that keeps the
     # latents, and so every DiT trained on them, unchanged)
