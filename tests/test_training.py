@@ -173,3 +173,63 @@ def test_vae_latent_noise_perturbs_what_the_decoder_sees():
     losses = [vae_objective(clips, replace(cfg, train=replace(cfg.train, latent_noise=sigma)))(vae, 0).item()
               for sigma in (0.0, 0.0, 1.0)]
     assert losses[0] == losses[1] != losses[2]  # deterministic per step; the noise changes the reconstruction
+
+
+def test_context_noise_lowers_each_samples_clean_frames_to_one_level_outside_the_loss():
+    from magi.flow.matching import flow_loss, noised_context_times
+    from magi.training.objectives import _dit_batches
+
+    t = torch.tensor([[1.0, 1.0, 0.6, 0.6], [1.0, 0.5, 0.5, 0.3], [0.9, 0.9, 0.2, 0.2]])
+    seen = noised_context_times(t, 0.3, torch.Generator().manual_seed(0))
+    clean = t == 1
+    assert torch.equal(seen[~clean], t[~clean])  # noisy frames keep their levels
+    assert torch.all((seen[clean] >= 0.7) & (seen[clean] < 1))
+    assert seen[0, 0] == seen[0, 1]  # one level per sample
+
+    # the clean frames are seen noised, yet stay out of the loss: a model exact on the noisy frames scores 0
+    clip = torch.randn(3, 2, 4, 2, 2, generator=torch.Generator().manual_seed(1))
+
+    def oracle(generator_seed):
+        noise = torch.randn(clip.shape, generator=torch.Generator().manual_seed(generator_seed))
+        velocity = clip - noise
+        return lambda x, tt: torch.where((t == 1)[:, None, :, None, None], torch.full_like(x, 9.0), velocity)
+
+    assert flow_loss(oracle(5), clip, t, torch.Generator().manual_seed(5), model_t=seen) == 0
+    inputs = {}
+    flow_loss(lambda x, tt: inputs.setdefault("x", (x, tt))[0], clip, t, torch.Generator().manual_seed(5),
+              model_t=seen)
+    x, tt = inputs["x"]
+    assert torch.equal(tt, seen) and not torch.allclose(x[0, :, 0], clip[0, :, 0])  # seen noised
+
+    cfg = tiny_cfg()
+    noisy = replace(cfg, train=replace(cfg.train, context_noise=0.2, prefix_probs=(0.0, 0.0, 1.0)))
+    cfg = replace(cfg, train=replace(cfg.train, prefix_probs=(0.0, 0.0, 1.0)))
+    plain = _dit_batches(*data(), cfg)(DiT(cfg.dit), torch.Generator().manual_seed(3), 0.0)
+    batch = _dit_batches(*data(), noisy)(DiT(cfg.dit), torch.Generator().manual_seed(3), 0.0)
+    assert plain.model_t is None
+    assert torch.equal(batch.t, plain.t) and torch.equal(batch.data, plain.data)  # same draws before it
+    clean = batch.t == 1
+    assert clean.any() and torch.all((batch.model_t[clean] >= 0.8) & (batch.model_t[clean] < 1))
+    assert torch.equal(batch.model_t[~clean], batch.t[~clean])
+    with pytest.raises(ValueError, match="context_noise"):
+        TrainConfig(context_noise=1.0)
+
+
+def test_distillation_sees_the_noised_context_and_takes_no_step_on_it():
+    from magi.training.objectives import distill_objective
+
+    base = tiny_cfg()
+    cfg = replace(base, dit=replace(base.dit, step_conditioning=True),
+                  train=replace(base.train, shortcut_steps=(8, 4), context_noise=0.2, prefix_probs=(0.0, 0.0, 1.0)))
+    teacher, student = DiT(base.dit).eval(), DiT(cfg.dit)
+    seen = []
+    student.register_forward_hook(lambda m, args, kwargs, out: seen.append((args[1], kwargs["step_size"])),
+                                  with_kwargs=True)
+    objective = distill_objective(*data(), teacher, cfg)
+    for step in (0, 1):  # the guided-teacher target (8 steps), then self-consistency (4)
+        seen.clear()
+        assert torch.isfinite(objective(student, step))
+        F = cfg.dit.chunk_frames
+        for t, d in seen:  # chunk 0 is the clean prefix in every sample
+            assert torch.all((t[:, :F] >= 0.8) & (t[:, :F] < 1)) and torch.all(d[:, :F] == 0)
+            assert torch.all(d[:, F:] > 0)

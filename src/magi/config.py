@@ -144,6 +144,9 @@ class SamplerConfig:
     text_scales: tuple[float, ...] = (7.5, 7.5, 7.5, 0.0, 0.0)
     prefix_scales: tuple[float, ...] = (1.5, 1.5, 1.5, 1.0, 1.0)
     solver: Literal["euler", "shortcut"] = "euler"
+    # Noise on the clean context chunks (generated or prefix) as they enter the context: they are seen at
+    # t = 1 - context_noise, for a model trained with train.context_noise; 0 = exact (t = 1)
+    context_noise: float = 0.0
     # MAGI-1 special tokens (magi.sampling.special_tokens): put in front of each chunk's caption, and of the
     # null text of the unconditional branches; the published run scripts use ("HQ", "DURATION") and none
     special_tokens: tuple[str, ...] = ()
@@ -158,6 +161,7 @@ class SamplerConfig:
         _require(list(self.cfg_t_range) == sorted(self.cfg_t_range), "sampler.cfg_t_range must be ascending")
         _require(self.shift > 0, f"sampler.shift={self.shift} must be positive")
         _require(self.context_chunks >= 1, "sampler.context_chunks must be >= 1")
+        _require(0 <= self.context_noise < 1, "sampler.context_noise must be in [0, 1)")
         _require(self.guidance in ("none", "text", "text_and_prefix"), f"bad sampler.guidance {self.guidance!r}")
         _require(self.solver in ("euler", "shortcut"), f"bad sampler.solver {self.solver!r}")
         for key in (*self.special_tokens, *self.negative_special_tokens):
@@ -224,6 +228,9 @@ class TrainConfig:
     # Extra loss weight where something moves (1 + motion_weight there, 1 elsewhere; DiT: latent cells, VAE:
     # pixels): a plain mean counts every position alike, though the objects are a few percent of a frame
     motion_weight: float = 0.0
+    # Context noise: each sample's clean frames are noised to one level drawn from [1 - context_noise, 1] and
+    # the model is told it (flow.matching.noised_context_times); at 0 the clean frames are exact (t = 1)
+    context_noise: float = 0.0
     # Parameter-name prefixes that stay as they are (e.g. ("encoder",): a VAE decoder fine-tune that keeps the
     # latents, and so every DiT trained on them, unchanged)
     frozen: tuple[str, ...] = ()
@@ -238,6 +245,7 @@ class TrainConfig:
         _require(self.clip_chunks >= 1, "train.clip_chunks must be >= 1")
         _require(self.motion_weight >= 0, "train.motion_weight must be >= 0")
         _require(self.latent_noise >= 0, "train.latent_noise must be >= 0")
+        _require(0 <= self.context_noise < 1, "train.context_noise must be in [0, 1)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -63,7 +63,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
 
     ``context`` (B, L, Dc) is the text of every chunk; (B, num_chunks, L, Dc) gives each generated chunk its
     own (MAGI-1's special tokens) and clean chunks the null text. ``negative`` (B, L, Dc) text and mask
-    replace the null text in the unconditional guidance branches.
+    replace the null text in the unconditional guidance branches. With ``cfg.context_noise`` > 0 the clean
+    context chunks are seen noised (``as_context``); the yielded chunks are not.
     """
     B, F = context.shape[0], dit.cfg.chunk_frames
     C, H, W = latent_shape
@@ -97,8 +98,18 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         if not guided:
             return context, context_mask
         return torch.cat([context, neg]), torch.cat([context_mask, neg_mask])  # (2B, L, Dc): [text ; no text]
+
+    clean_t = 1.0 - cfg.context_noise  # the level clean context is seen at
+
+    def as_context(chunk: Tensor) -> Tensor:
+        """A clean chunk as the context sees it: noised to ``clean_t`` once, as it enters (the same noise
+        whether it is cached or recomputed at every step)."""
+        if cfg.context_noise == 0:
+            return chunk
+        return clean_t * chunk + cfg.context_noise * per_sample_noise(chunk.shape[1:], generators).to(chunk)
+
     cache = ChunkKVCache(dit.cfg.depth, cfg.context_chunks) if use_kv_cache else None
-    history = prefix_chunks[-cfg.context_chunks:]  # clean chunks still to be admitted / recomputed
+    history = [as_context(c) for c in prefix_chunks[-cfg.context_chunks:]]  # still to be admitted / recomputed
 
     shortcut = cfg.solver == "shortcut"  # the model is told the step size it is predicting for
 
@@ -116,7 +127,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     if cache is not None and history:  # admit the whole prefix chunks in one pass
         cache.admit(len(history))
         clean = torch.cat(history, dim=2)
-        model(clean, torch.ones(B, clean.shape[2]), *texts(len(history), []), cache)
+        model(clean, torch.full((B, clean.shape[2]), clean_t), *texts(len(history), []), cache)
         cache.commit()
         history = []
 
@@ -140,7 +151,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             lead = history
         n_lead = sum(chunk.shape[2] for chunk in lead)
         x_in = torch.cat([*lead, x], dim=2)
-        t_in = torch.cat([torch.ones(B, n_lead), t], dim=1)
+        t_in = torch.cat([torch.full((B, n_lead), clean_t), t], dim=1)
         d_in = torch.cat([torch.zeros(B, n_lead), dt], dim=1)
         v_all = model(x_in, t_in, *texts(len(lead), list(step.chunks)), cache, d_in)[:, :, n_lead:]
         if cache is not None:
@@ -164,7 +175,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             state[c] = piece
         for c in step.finished:
             done = state.pop(c)
-            history = (history + [done])[-cfg.context_chunks:]
+            history = (history + [as_context(done)])[-cfg.context_chunks:]
             yield done
         if progress is not None:
             progress(index + 1)
