@@ -68,3 +68,18 @@ def test_full_mask_becomes_none_and_attention_is_unchanged():
     torch.testing.assert_close(attend(q, k, v, full), attend(q, k, v, None))
     causal = torch.ones(4, 4, dtype=torch.bool).tril()
     assert full_mask_to_none(causal) is causal
+
+
+def test_additive_mask_attends_like_the_bool_mask():
+    from magi.models.attention import additive_mask
+
+    g = torch.Generator().manual_seed(2)
+    chunks = chunk_index_per_token(6, 2, 2)  # 3 chunks of 4 tokens
+    allowed = block_causal_mask(chunks[4:], chunks)  # the last two chunks as queries: (8, 12)
+    q = torch.randn(1, 4, 8, 8, generator=g)
+    k, v = (torch.randn(1, 2, 12, 8, generator=g) for _ in range(2))
+    additive = additive_mask(allowed, q.dtype)
+    assert additive.dtype == q.dtype and torch.equal(additive == 0, allowed)
+    out = attend(q, k, v, additive)
+    torch.testing.assert_close(out, attend(q, k, v, allowed))
+    assert not torch.allclose(out, attend(q, k, v, None), atol=1e-3)  # the mask hides something

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -60,6 +62,28 @@ def test_kv_cache_equals_full_recompute(model, dit_cfg):
     cached = model(latents[:, :, 2 * F:], t[:, 2 * F:], context, kv_cache=cache)
     torch.testing.assert_close(fused, full[:, :, F:], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cached, full[:, :, 2 * F:], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("rope", ["interleaved", "magi"])
+def test_shape_tables_are_kept_per_shape_and_never_stale(dit_cfg, rope):
+    cfg = dataclasses.replace(dit_cfg, rope=rope)
+    model = randomize_(DiT(cfg)).eval()
+    F = cfg.chunk_frames
+    latents, t, context = inputs(cfg, frames=2 * F)
+    first = model(latents, t, context)
+    model(latents[:, :, :F], t[:, :F], context)  # another shape in between
+    assert len(model._shape_tables) == 2
+    assert torch.equal(model(latents, t, context), first)
+    fresh = DiT(cfg).eval()
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh(latents, t, context), first)  # kept tables == tables built for this shape alone
+    if rope == "magi":  # learnable frequencies: new values take effect although the positions are kept
+        model.rope["bands"].mul_(2)
+        fresh.load_state_dict(model.state_dict())
+        changed = model(latents, t, context)
+        assert torch.equal(changed, fresh(latents, t, context))
+        assert not torch.allclose(changed, first)
 
 
 @torch.no_grad()

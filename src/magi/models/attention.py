@@ -31,8 +31,9 @@ def block_causal_mask(query_chunks: Tensor, key_chunks: Tensor, window: int | No
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
     """Scaled dot-product attention with grouped K/V heads.
 
-    q: (B, H, Nq, Dh); k, v: (B, Hkv, Nk, Dh) with H % Hkv == 0; mask: (Nq, Nk) or (B, 1, Nq, Nk) bool
-    (pass None rather than a mask that hides nothing: SDPA's fastest path; see ``full_mask_to_none``).
+    q: (B, H, Nq, Dh); k, v: (B, Hkv, Nk, Dh) with H % Hkv == 0; mask: (Nq, Nk) or (B, 1, Nq, Nk), bool
+    (True = attend) or additive in q's dtype (see ``additive_mask``); pass None rather than a mask that
+    hides nothing: SDPA's fastest path (see ``full_mask_to_none``).
     Returns (B, H, Nq, Dh).
     """
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=k.shape[1] != q.shape[1])
@@ -42,6 +43,12 @@ def full_mask_to_none(mask: Tensor) -> Tensor | None:
     """None when ``mask`` hides nothing. Checked once per forward, not in every layer: the check reads the
     whole mask and waits for it."""
     return None if bool(mask.all()) else mask
+
+
+def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """0 where ``allowed``, -inf elsewhere: what SDPA adds to the scores (it converts a bool mask to this
+    in every call). Every query must be allowed some key."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
 
 
 def chunk_index_per_token(num_frames: int, tokens_per_frame: int, chunk_frames: int,
