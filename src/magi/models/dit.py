@@ -173,11 +173,13 @@ class DiT(nn.Module):
                   dtype: torch.dtype) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
         """RoPE tables of ``frames`` latent frames of h x w tokens, cos and sin (Nc + N, R), and the
         block-causal mask of the last ``query_frames`` against all of them, (N, Nc + N) additive
-        (0 or -inf, in ``dtype``: SDPA's CPU kernel is 10-15% faster with it than with a bool mask) or None.
+        (0 or -inf, in ``dtype``: SDPA's CPU kernel took 3-15% less time per call with it than with a bool
+        mask at the tiny and physics-64 sizes) or None.
 
         What depends only on the shape is kept per shape (a few dozen shapes while sampling: one per
-        number of cached and in-flight chunks) instead of being rebuilt in every forward, which cost about
-        a sixth of the tiny preset's time. MAGI-1's learnable frequencies are applied in every forward.
+        number of cached and in-flight chunks) instead of being rebuilt in every forward (about 1.3 ms per
+        forward on the tiny preset; keeping them took 6-14% off its generation time, docs/benchmarks.md).
+        MAGI-1's learnable frequencies are applied in every forward.
         """
         key = (frames, query_frames, h, w, device, dtype)
         if key not in self._shape_tables:
