@@ -1,13 +1,15 @@
 """KV cache vs full recompute, and the pipelined window vs one chunk at a time (one run, side by side).
 
-    python benchmarks/kv_cache.py [--preset physics-64] [--chunks 2,4,8,16] [--steps 8] [--context full] [--repeats 3]
+    python benchmarks/kv_cache.py [--preset physics-64] [--chunks 2,4,8,16] [--steps 8] [--context full]
+        [--window 4] [--repeats 3]
 
 Random weights (timing only). "recompute" re-runs the clean context chunks at every step, which is what an
 implementation without a KV cache does; "window 1" denoises one chunk at a time (no pipelining) with the
 same number of steps per chunk (its own recompute/cached ratio is shown too: with one chunk in flight every
 step runs a single chunk, so the history is the larger share of the work). ``--context`` is the number of
 clean chunks a noisy chunk attends to: the preset's ``sampler.context_chunks`` by default, ``full`` for
-every earlier chunk (what a port that recomputes the whole video so far at each step does).
+every earlier chunk (what a port that recomputes the whole video so far at each step does). ``--window`` is
+the pipelined runs' chunks in flight (MAGI-1's 4 by default, whatever the preset samples with).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def main() -> None:
     parser.add_argument("--chunks", default="2,4,8,16")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--window", type=int, default=4,
+                        help="chunks in flight of the pipelined runs (MAGI-1: 4), against 1")
     parser.add_argument("--context", default="preset", help="clean chunks attended: preset | full | N")
     parser.add_argument("--repeats", type=int, default=3, help="each time is the best of this many runs")
     args = parser.parse_args()
@@ -55,23 +59,23 @@ def main() -> None:
     def flops(chunks: int, cache: bool, window: int) -> int:
         return count_flops(job(chunks, cache, window))[0]
 
-    run(1, True, sampler.window_size)  # warm-up
+    run(1, True, args.window)  # warm-up
     print(f"# {args.preset}: DiT {sum(p.numel() for p in dit.parameters()) / 1e6:.1f}M params, "
           f"{args.steps} steps/chunk, context {args.context} ({sampler.context_chunks} in the preset), "
           f"{platform.processor() or platform.machine()}, {args.threads} threads")
     counts = [int(c) for c in args.chunks.split(",")]
     print("| chunks | cached s | recompute s | recompute/cached | FLOPs recompute/cached | "
-          f"cached vs {counts[0]} chunks | cached FLOPs vs {counts[0]} chunks | window 1 s | window 1/window 4 | "
-          "window 1 recompute/cached | window 1 FLOPs recompute/cached |")
+          f"cached vs {counts[0]} chunks | cached FLOPs vs {counts[0]} chunks | window 1 s | "
+          f"window 1/window {args.window} | window 1 recompute/cached | window 1 FLOPs recompute/cached |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = base_flops = None
     for chunks in counts:
-        cached = run(chunks, True, sampler.window_size)
-        recompute = run(chunks, False, sampler.window_size)
+        cached = run(chunks, True, args.window)
+        recompute = run(chunks, False, args.window)
         single, single_recompute = run(chunks, True, 1), run(chunks, False, 1)
-        cached_flops = flops(chunks, True, sampler.window_size)
+        cached_flops = flops(chunks, True, args.window)
         base, base_flops = base or cached, base_flops or cached_flops
-        work = flops(chunks, False, sampler.window_size) / cached_flops  # the most the cache can save
+        work = flops(chunks, False, args.window) / cached_flops  # the most the cache can save
         single_work = flops(chunks, False, 1) / flops(chunks, True, 1)
         print(f"| {chunks} | {cached:.2f} | {recompute:.2f} | {recompute / cached:.2f}x | {work:.2f}x | "
               f"{cached / base:.2f}x | {cached_flops / base_flops:.2f}x | {single:.2f} | {single / cached:.2f}x | "

@@ -123,3 +123,36 @@ def test_context_noise_noises_the_clean_context_once_and_tells_the_model(model, 
     assert not torch.allclose(exact, recomputed)
     with pytest.raises(ValueError, match="context_noise"):
         replace(cfg, context_noise=1.0)
+
+
+@pytest.mark.parametrize("prefix_frames", [0, 1])
+def test_reencode_gives_the_context_and_the_output_the_reencoded_chunks(model, dit_cfg, sampler_cfg, prefix_frames):
+    cfg = replace(sampler_cfg, guidance="none")
+    ctx, mask = context(dit_cfg)
+    F = dit_cfg.chunk_frames
+    prefix = None
+    if prefix_frames:
+        g = torch.Generator().manual_seed(3)
+        prefix = Prefix(torch.randn(2, dit_cfg.in_channels, prefix_frames, 8, 8, generator=g))
+    kw = dict(num_chunks=4, latent_shape=(dit_cfg.in_channels, 8, 8), prefix=prefix, seed=5)
+    reencoded = []
+
+    def reencode(z):  # a stand-in projection whose outputs are easy to recognise
+        reencoded.append(z.shape)
+        return z.round(decimals=1)
+
+    calls = []  # latents of every forward
+    hook = model.register_forward_hook(lambda m, args, out: calls.append(args[0].clone()))
+    recomputed = generate(model, cfg, ctx, mask, use_kv_cache=False, reencode=reencode, **kw)
+    hook.remove()
+    cached = generate(model, cfg, ctx, mask, reencode=reencode, **kw)
+    torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=1e-5)
+    assert len(reencoded) == 2 * 4  # each generated chunk once, in both runs
+
+    generated = recomputed[:, :, prefix_frames:]  # the opening prefix frames stay exactly as given
+    assert torch.equal(generated, generated.round(decimals=1))
+    if prefix_frames:
+        assert torch.equal(recomputed[:, :, :prefix_frames], prefix.latents)
+    last = calls[-1]  # the last forward sees chunks 0-2 as context: the re-encoded (yielded) ones
+    assert last.shape[2] == 4 * F and torch.equal(last[:, :, :3 * F], recomputed[:, :, :3 * F])
+    assert not torch.allclose(generate(model, cfg, ctx, mask, **kw), recomputed)

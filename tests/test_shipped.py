@@ -43,3 +43,17 @@ def test_default_generation_runs_and_is_deterministic(tmp_path):
     a, b = read_video(out[0])[0], read_video(out[1])[0]
     np.testing.assert_array_equal(a, b)
     assert a.shape == (24, 64, 64, 3) and a.std() > 5  # a real picture, not a flat frame
+
+
+def test_builtin_checkpoints_are_accepted_by_name(tmp_path):
+    import argparse
+    import json
+
+    from magi.commands.eval import _resolve_config
+
+    out = tmp_path / "student.mp4"
+    assert main(["generate", "--prompt", "a ball", "--output_path", str(out), "--checkpoint",
+                 "builtin:physics-64-distill", "--num_frames", "8"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["config"]["weights"] == "builtin:physics-64-distill"
+    cfg = _resolve_config(argparse.Namespace(checkpoint=Path("builtin:physics-64-distill"), preset=None))
+    assert cfg.name == "physics-64-distill" and cfg.weights == "builtin:physics-64-distill"

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                               "default: runs/physics-iq-mini-<profile>-seed<seed>)")
     source = m.add_mutually_exclusive_group()
     source.add_argument("--preset", help="named configuration (default: the default preset)")
-    source.add_argument("--checkpoint", type=Path, help="checkpoint directory (config.json + safetensors)")
+    source.add_argument("--checkpoint", type=Path,
+                        help="checkpoint directory (config.json + safetensors), or builtin:<name>")
     m.add_argument("--steps", type=int, help="denoising steps per chunk (default: the config's)")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, as in magi generate (e.g. sampler.text_scales=7.5,7.5,7.5,0,0)")
@@ -94,7 +95,9 @@ def _resolve_config(args: argparse.Namespace):
     from magi.presets import DEFAULT_PRESET, get_preset
 
     if args.checkpoint:
-        path = args.checkpoint / "config.json"
+        from magi.io.weights import resolve_checkpoint_dir
+
+        path = resolve_checkpoint_dir(str(args.checkpoint)) / "config.json"  # a folder, or builtin:<name>
         if not path.is_file():
             raise InputError(f"checkpoint '{args.checkpoint}' has no config.json")
         return dataclasses.replace(RunConfig.load(path), weights=str(args.checkpoint))

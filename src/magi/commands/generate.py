@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prefix_video_path", help="video to continue (v2v)")
     p.add_argument("--output_path", required=True, help="where to write the .mp4")
     p.add_argument("--preset", help=f"named configuration (default: {DEFAULT_PRESET})")
-    p.add_argument("--checkpoint", help="checkpoint directory (config.json + safetensors)")
+    p.add_argument("--checkpoint", help="checkpoint directory (config.json + safetensors), or builtin:<name>")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_frames", type=int, help="frames to generate after the conditioning")
     p.add_argument("--steps", type=int, help="denoising steps per chunk")
@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """Preset (or the checkpoint's own config), then the checkpoint's weights, then overrides."""
     if args.checkpoint and not args.preset:
-        path = Path(args.checkpoint) / "config.json"
+        from magi.io.weights import resolve_checkpoint_dir
+
+        path = resolve_checkpoint_dir(str(args.checkpoint)) / "config.json"  # a folder, or builtin:<name>
         if not path.is_file():
             from magi.io.reference import find_reference_weights
 

@@ -162,6 +162,11 @@ def encode_conditioning(pipe: Pipeline, frames: np.ndarray) -> Tensor:
     return pipe.vae.encode(video)
 
 
+def reencode(pipe: Pipeline, latents: Tensor) -> Tensor:
+    """Latents as the VAE would encode their decoded video: decode, clip to [-1, 1], encode."""
+    return pipe.vae.encode(pipe.vae.decode(latents.float()).clamp(-1.0, 1.0)).to(latents.dtype)
+
+
 @torch.no_grad()
 def generate_frames(pipe: Pipeline, request: Request,
                     progress: Callable[[int, int], None] | None = None) -> Iterator[np.ndarray]:
@@ -189,7 +194,8 @@ def generate_frames(pipe: Pipeline, request: Request,
     chunks = iter_generate(pipe.dit, sampler, context, mask, num_chunks=num_chunks, latent_shape=latent_shape,
                            prefix=prefix, seed=request.seed, use_kv_cache=request.use_kv_cache,
                            progress=None if progress is None else (lambda done: progress(done, total)),
-                           negative=negative)
+                           negative=negative,
+                           reencode=(lambda z: reencode(pipe, z)) if sampler.reencode_context else None)
     if request.include_prefix and condition is not None:
         yield condition
     skip, remaining = opening * stride, request.num_frames

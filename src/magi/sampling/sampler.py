@@ -53,7 +53,8 @@ def pad_context(context: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Ten
 def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: Tensor, *, num_chunks: int,
                   latent_shape: tuple[int, int, int], prefix: Prefix | None = None, seed: int = 0,
                   use_kv_cache: bool = True, progress: Callable[[int], None] | None = None,
-                  negative: tuple[Tensor, Tensor] | None = None) -> Iterator[Tensor]:
+                  negative: tuple[Tensor, Tensor] | None = None,
+                  reencode: Callable[[Tensor], Tensor] | None = None) -> Iterator[Tensor]:
     """Yield the latents (B, C, F, H, W) of each generated chunk, in order, as it becomes clean.
 
     The first generated chunk includes the prefix frames that do not fill a whole chunk (for i2v: the
@@ -64,7 +65,9 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     ``context`` (B, L, Dc) is the text of every chunk; (B, num_chunks, L, Dc) gives each generated chunk its
     own (MAGI-1's special tokens) and clean chunks the null text. ``negative`` (B, L, Dc) text and mask
     replace the null text in the unconditional guidance branches. With ``cfg.context_noise`` > 0 the clean
-    context chunks are seen noised (``as_context``); the yielded chunks are not.
+    context chunks are seen noised (``as_context``); the yielded chunks are not. ``reencode`` (latents ->
+    latents, e.g. VAE decode then encode) is applied to each generated chunk before it enters the context;
+    the yielded chunk is the re-encoded one, so the video shows what later chunks continue from.
     """
     B, F = context.shape[0], dit.cfg.chunk_frames
     C, H, W = latent_shape
@@ -175,6 +178,10 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             state[c] = piece
         for c in step.finished:
             done = state.pop(c)
+            if reencode is not None:
+                done = reencode(done)
+                if c == 0 and num_open:  # the prefix frames stay as given
+                    done[:, :, :num_open] = opening
             history = (history + [as_context(done)])[-cfg.context_chunks:]
             yield done
         if progress is not None:
@@ -183,10 +190,12 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
 
 def generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: Tensor, *, num_chunks: int,
              latent_shape: tuple[int, int, int], prefix: Prefix | None = None, seed: int = 0,
-             use_kv_cache: bool = True, negative: tuple[Tensor, Tensor] | None = None) -> Tensor:
+             use_kv_cache: bool = True, negative: tuple[Tensor, Tensor] | None = None,
+             reencode: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """All generated chunks concatenated: (B, C, num_chunks * F, H, W)."""
     chunks = iter_generate(dit, cfg, context, context_mask, num_chunks=num_chunks, latent_shape=latent_shape,
-                           prefix=prefix, seed=seed, use_kv_cache=use_kv_cache, negative=negative)
+                           prefix=prefix, seed=seed, use_kv_cache=use_kv_cache, negative=negative,
+                           reencode=reencode)
     return torch.cat(list(chunks), dim=2)
 
 
