@@ -1,7 +1,7 @@
 """Model FLOPs utilisation and real-time factor of generation, against the machine's measured matmul peak.
 
     python benchmarks/throughput.py [--presets tiny,physics-64] [--steps 8,16] [--chunks 4] [--batch 1,8]
-        [--threads N]
+        [--samplers "preset;window_size=4,context_chunks=4"] [--threads N]
 
 FLOPs are counted exactly by torch's FlopCounterMode during one generation (matmuls, and attention through
 the formula that benchmarks/measure.py registers for the CPU kernel); the peak is the best of several large
@@ -10,7 +10,9 @@ generated video (< 1 is faster than real time). Random weights: timing does not 
 (the VAE decode is timed separately in the last column). ``--batch B`` generates B videos (seeds) in one
 pass (the sampler takes a batch): per-frame numbers are over the frames of all B videos. ``--rebuild_tables``
 adds, beside every row, the same generation with the DiT's per-shape RoPE tables and mask rebuilt in every
-forward (as before they were kept), timed alternately with it.
+forward (as before they were kept), timed alternately with it. ``--samplers`` lists sampler variants, each
+``preset`` or comma-separated overrides of the preset's sampler (e.g. MAGI-1's 4 chunks in flight on 4 clean
+chunks against physics-64's 1 on 2): one row each.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import replace
 import torch
 from measure import count_flops, timed
 
+from magi.config import apply_overrides
 from magi.models.dit import DiT
 from magi.models.vae import TransformerVAE
 from magi.presets import get_preset
@@ -41,6 +44,9 @@ def main() -> None:
     parser.add_argument("--steps", default="8,16")
     parser.add_argument("--chunks", type=int, default=4)
     parser.add_argument("--batch", default="1", help="videos generated together (comma-separated)")
+    parser.add_argument("--samplers", default="preset",
+                        help='";"-separated sampler variants: "preset", or comma-separated overrides such as '
+                             '"window_size=4,context_chunks=4"')
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rebuild_tables", action="store_true",
                         help="also time each generation with the shape tables rebuilt in every forward")
@@ -48,9 +54,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     peak = matmul_peak()
     print(f"# peak fp32 matmul: {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads")
-    print("| preset | videos | steps | guidance | shape tables | DiT GFLOP / frame | attention share | s / frame | "
-          "MFU | real-time factor | VAE decode s / frame | peak RSS MiB |")
-    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| preset | sampler | videos | steps | guidance | shape tables | DiT GFLOP / frame | attention share | "
+          "s / frame | MFU | real-time factor | VAE decode s / frame | peak RSS MiB |")
+    print("|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    sampler_variants = args.samplers.split(";")
     for name in args.presets.split(","):
         cfg = get_preset(name)
         torch.manual_seed(0)
@@ -60,29 +67,32 @@ def main() -> None:
             context = torch.randn(batch, cfg.dit.context_max_length, cfg.dit.context_dim)
             mask = torch.ones(batch, cfg.dit.context_max_length, dtype=torch.bool)
             frames = batch * args.chunks * cfg.frames_per_chunk  # of all the videos together
-            for steps in [int(s) for s in args.steps.split(",")]:
-                for guidance in ("none", cfg.sampler.guidance):
-                    sampler = replace(cfg.sampler, steps=steps, guidance=guidance)
+            runs = [(int(s), v, g) for s in args.steps.split(",") for v in sampler_variants
+                    for g in ("none", cfg.sampler.guidance)]
+            for steps, variant_name, guidance in runs:
+                overrides = [] if variant_name == "preset" else variant_name.split(",")
+                sampler = replace(apply_overrides(cfg.sampler, overrides), steps=steps, guidance=guidance)
 
-                    def run(dit=dit, sampler=sampler, context=context, mask=mask, shape=shape):
-                        return generate(dit, sampler, context, mask, num_chunks=args.chunks, latent_shape=shape)
+                def run(dit=dit, sampler=sampler, context=context, mask=mask, shape=shape):
+                    return generate(dit, sampler, context, mask, num_chunks=args.chunks, latent_shape=shape)
 
-                    flops, by_op, latents = count_flops(run)  # also the warm-up
-                    attention = by_op.get("_scaled_dot_product_flash_attention_for_cpu", 0) / flops
-                    variants = {"kept": run}
-                    if args.rebuild_tables:
-                        variants["rebuilt"] = lambda run=run, dit=dit: rebuilding_tables(dit, run)
-                    best = dict.fromkeys(variants, float("inf"))
-                    for _ in range(4 if args.rebuild_tables else 2):  # alternate: same machine state for both
-                        best = {v: min(best[v], timed(f)) for v, f in variants.items()}
-                    with torch.no_grad():
-                        decode = timed(lambda vae=vae, latents=latents: list(vae.iter_decode(latents)))
-                    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                    for variant, seconds in best.items():
-                        print(f"| {name} | {batch} | {steps} | {guidance} | {variant} | {flops / frames / 1e9:.3f} | "
-                              f"{attention:.0%} | {seconds / frames:.4f} | {flops / seconds / peak:.0%} | "
-                              f"{seconds / frames * cfg.video.fps:.3f} | {decode / frames:.4f} | {rss:.0f} |",
-                              flush=True)
+                flops, by_op, latents = count_flops(run)  # also the warm-up
+                attention = by_op.get("_scaled_dot_product_flash_attention_for_cpu", 0) / flops
+                variants = {"kept": run}
+                if args.rebuild_tables:
+                    variants["rebuilt"] = lambda run=run, dit=dit: rebuilding_tables(dit, run)
+                best = dict.fromkeys(variants, float("inf"))
+                for _ in range(4 if args.rebuild_tables else 2):  # alternate: same machine state for both
+                    best = {v: min(best[v], timed(f)) for v, f in variants.items()}
+                with torch.no_grad():
+                    decode = timed(lambda vae=vae, latents=latents: list(vae.iter_decode(latents)))
+                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                for variant, seconds in best.items():
+                    print(f"| {name} | {variant_name} | {batch} | {steps} | {guidance} | {variant} | "
+                          f"{flops / frames / 1e9:.3f} | "
+                          f"{attention:.0%} | {seconds / frames:.4f} | {flops / seconds / peak:.0%} | "
+                          f"{seconds / frames * cfg.video.fps:.3f} | {decode / frames:.4f} | {rss:.0f} |",
+                          flush=True)
 
 
 def rebuilding_tables(dit: DiT, run):
