@@ -57,3 +57,10 @@ def test_builtin_checkpoints_are_accepted_by_name(tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["config"]["weights"] == "builtin:physics-64-distill"
     cfg = _resolve_config(argparse.Namespace(checkpoint=Path("builtin:physics-64-distill"), preset=None))
     assert cfg.name == "physics-64-distill" and cfg.weights == "builtin:physics-64-distill"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_sampler_spans_no_more_chunks_than_the_weights_were_trained_on(name):
+    """A forward sees context_chunks clean chunks and window_size in flight: at most the training clip."""
+    shipped = RunConfig.load(WEIGHTS / name / "config.json")
+    assert shipped.sampler.context_chunks + shipped.sampler.window_size <= shipped.train.clip_chunks
