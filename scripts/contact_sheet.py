@@ -3,8 +3,9 @@
     .venv/bin/python scripts/contact_sheet.py [--checkpoint builtin:physics-64] [--out docs/contact_sheet.png]
 
 Rows: t2v from a prompt; i2v from a Physics-IQ-mini switch frame; v2v from its 24 conditioning frames,
-with the simulator's ground truth under it. Every 4th frame of the first 48 output frames is shown; the
-conditioning frames are framed in gray, generated frames in white.
+with the simulator's ground truth under it. ``--chunks`` chunks are generated in each mode (4 by default: 96
+frames at physics-64's 24 per chunk) and every 8th output frame is shown; the conditioning frames are
+framed in gray, generated frames in white.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from magi.io.weights import resolve_checkpoint_dir
 from magi.physics.mini import render_case
 from magi.sampling.pipeline import Request, build_pipeline, generate_frames
 
-STEP, SHOWN, BORDER, LABEL = 4, 12, 2, 150
+STEP, SHOWN, BORDER, LABEL = 8, 15, 2, 150
 
 
 def strip(frames: np.ndarray, generated_from: int, label: str) -> Image.Image:
@@ -43,16 +44,18 @@ def main() -> None:
     parser.add_argument("--scenario", type=int, default=0, help="Physics-IQ-mini scenario for i2v / v2v")
     parser.add_argument("--prompt", default="a red ball falls and bounces five times on the floor")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chunks", type=int, default=4, help="chunks generated in each mode")
     args = parser.parse_args()
 
     folder = resolve_checkpoint_dir(args.checkpoint)
     cfg = replace(RunConfig.load(folder / "config.json"), weights=args.checkpoint)
     pipe = build_pipeline(cfg)
-    truth, side = render_case(args.scenario, 1, 1, seed=args.seed)
+    generated = args.chunks * cfg.frames_per_chunk
+    truth, side = render_case(args.scenario, 1, 1, seed=args.seed, test_frames=generated)
     prefix = 24
 
     def run(**kwargs) -> np.ndarray:
-        return np.concatenate(list(generate_frames(pipe, Request(seed=args.seed, num_frames=48, **kwargs))))
+        return np.concatenate(list(generate_frames(pipe, Request(seed=args.seed, num_frames=generated, **kwargs))))
 
     rows = [
         strip(run(mode="t2v", prompt=args.prompt), 0, "t2v: " + args.prompt[:22]),
