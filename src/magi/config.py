@@ -148,7 +148,8 @@ class SamplerConfig:
     # t = 1 - context_noise, for a model trained with train.context_noise; 0 = exact (t = 1)
     context_noise: float = 0.0
     # Each generated chunk enters the context as the VAE sees it: decoded to pixels, clipped to [-1, 1] and
-    # encoded again, so the DiT continues from latents like the encoded videos it was trained on
+    # encoded again, so the DiT continues from latents like the encoded videos it was trained on (done by
+    # the pipeline, which has the VAE: magi.sampling.pipeline.reencode)
     reencode_context: bool = False
     # MAGI-1 special tokens (magi.sampling.special_tokens): put in front of each chunk's caption, and of the
     # null text of the unconditional branches; the published run scripts use ("HQ", "DURATION") and none
