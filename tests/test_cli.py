@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from magi.cli import main
@@ -126,13 +127,27 @@ def test_reencode_context_sends_each_generated_chunk_through_the_vae(monkeypatch
     cfg = replace(cfg, text=replace(cfg.text, kind="hash"),
                   sampler=replace(cfg.sampler, steps=4, reencode_context=True))
     pipe = build_pipeline(cfg)
-    encoded = []  # (latent frames, largest |pixel|) of each encode
+    encoded = []  # (frames, largest |pixel|) of each encode
     encode = pipe.vae.encode
-    monkeypatch.setattr(pipe.vae, "encode", lambda video: encoded.append((video.shape[2], video.abs().max()))
-                        or encode(video))
+
+    def recording_encode(video):
+        encoded.append((video.shape[2], video.abs().max()))
+        return encode(video)
+
+    monkeypatch.setattr(pipe.vae, "encode", recording_encode)
     request = Request(mode="v2v", prompt="a ball", prefix_video=clip(cfg.frames_per_chunk),
                       num_frames=2 * cfg.frames_per_chunk, include_prefix=False)
     frames = np.concatenate(list(generate_frames(pipe, request)))
     assert frames.shape[0] == 2 * cfg.frames_per_chunk
     assert len(encoded) == 1 + 2  # the prefix, then each generated chunk once
     assert all(n == cfg.frames_per_chunk and peak <= 1.0 for n, peak in encoded[1:])  # decoded, clipped
+
+
+def test_reference_layout_checkpoint_without_config_names_the_fix(inputs, capsys):
+    folder = inputs / "reference"
+    folder.mkdir()
+    save_weights(folder / "model.safetensors", {"x": torch.zeros(1)})
+    assert main(["generate", "--prompt", "a ball", "--output_path", str(inputs / "o.mp4"),
+                 "--checkpoint", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "reference layout" in err[0] and "--preset" in err[0], err

@@ -36,11 +36,12 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if args.checkpoint and not args.preset:
         from magi.io.weights import resolve_checkpoint_dir
 
-        path = resolve_checkpoint_dir(str(args.checkpoint)) / "config.json"  # a folder, or builtin:<name>
+        folder = resolve_checkpoint_dir(str(args.checkpoint))  # a folder, or builtin:<name>; it exists
+        path = folder / "config.json"
         if not path.is_file():
             from magi.io.reference import find_reference_weights
 
-            if Path(args.checkpoint).is_dir() and find_reference_weights(args.checkpoint) is not None:
+            if find_reference_weights(folder) is not None:
                 raise InputError(f"checkpoint '{args.checkpoint}' is in the MAGI-1 reference layout: pass its "
                                  "architecture with --preset (magi-4.5b or magi-24b)")
             raise InputError(f"checkpoint '{args.checkpoint}' has no config.json")
