@@ -117,6 +117,24 @@ def test_context_padding_is_ignored(model, dit_cfg):
     torch.testing.assert_close(model(latents, t, context), model(latents, t, padded, mask), atol=1e-5, rtol=1e-5)
 
 
+@torch.no_grad()
+def test_text_kv_computed_beforehand_gives_the_same_velocity(model, dit_cfg):
+    latents, t, context = inputs(dit_cfg)
+    padded = torch.cat([context, torch.randn(2, 3, dit_cfg.context_dim)], 1)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[1, 5:] = False
+    for ctx, m in ((context, None), (padded, mask)):
+        assert torch.equal(model(latents, t, ctx, m, text_kv=model.text_kv(ctx)), model(latents, t, ctx, m))
+    other = torch.randn_like(context)  # the blocks read the keys and values given, not the text again
+    assert torch.equal(model(latents, t, other, text_kv=model.text_kv(context)), model(latents, t, other,
+                       text_kv=model.text_kv(context)))
+    assert not torch.allclose(model(latents, t, other, text_kv=model.text_kv(context)), model(latents, t, other))
+    with pytest.raises(ValueError, match="text_kv of 1 texts of 5 tokens given for 2 of 5"):
+        model(latents, t, context, text_kv=model.text_kv(context[:1]))
+    with pytest.raises(ValueError, match="with drop_context"):
+        model(latents, t, context, text_kv=model.text_kv(context), drop_context=torch.tensor([True, False]))
+
+
 def test_drop_context_swaps_in_the_null_text(dit_cfg):
     model = randomize_(DiT(dit_cfg), seed=3).eval()
     g = torch.Generator().manual_seed(0)

@@ -38,6 +38,26 @@ def test_cached_equals_recompute(model, dit_cfg, sampler_cfg, guidance, prefix_f
         assert torch.equal(cached[:, :, : opening.shape[2]], opening)
 
 
+@pytest.mark.parametrize("guidance", ["none", "text_and_prefix"])
+def test_text_is_projected_once_per_generation(model, dit_cfg, sampler_cfg, guidance):
+    cfg = replace(sampler_cfg, guidance=guidance)
+    ctx, mask = context(dit_cfg)
+    kw = dict(num_chunks=3, latent_shape=(dit_cfg.in_channels, 8, 8), seed=2,
+              prefix=Prefix(torch.randn(2, dit_cfg.in_channels, 1, 8, 8)))
+    every_forward = randomize_(DiT(dit_cfg), std=0.05).eval()  # the same weights, projecting the text in every
+    every_forward.text_kv = lambda text: None  # forward (the sampler then passes text_kv=None)
+    calls = []
+
+    def counted_text_kv(text):
+        calls.append(text.shape[0])
+        return DiT.text_kv(model, text)
+
+    model.text_kv = counted_text_kv
+    out = generate(model, cfg, ctx, mask, **kw)
+    assert calls == ([2] if guidance == "none" else [2, 4])  # the text; or the negative, then [text ; null]
+    assert torch.equal(out, generate(every_forward, cfg, ctx, mask, **kw))
+
+
 def test_context_window_limits_what_is_seen(model, dit_cfg, sampler_cfg):
     ctx, mask = context(dit_cfg)
     kw = dict(num_chunks=5, latent_shape=(dit_cfg.in_channels, 8, 8), seed=1)
@@ -71,7 +91,10 @@ class GaussianOracle(nn.Module):
     def unconditional_context(self, batch, length=1):
         return torch.zeros(batch, length, self.cfg.context_dim), torch.ones(batch, length, dtype=torch.bool)
 
-    def forward(self, latents, t, context, context_mask=None, kv_cache=None, unconditional=None):
+    def text_kv(self, context):
+        return None  # it reads no text
+
+    def forward(self, latents, t, context, context_mask=None, kv_cache=None, unconditional=None, text_kv=None):
         t = t[:, None, :, None, None].double()
         m, s2 = self.mean, self.std**2
         denom = t**2 * s2 + (1 - t) ** 2

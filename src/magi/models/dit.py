@@ -19,6 +19,8 @@ Self-attention is block-causal over chunks, uses QK-norm, grouped K/V heads and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -49,6 +51,27 @@ from magi.models.layers import (
 
 TIME_FREQ_DIM = 256
 APPLY_ROPE = {"interleaved": apply_rope, "magi": apply_rope_half}  # DiTConfig.rope -> how q, k are rotated
+
+
+@dataclass(frozen=True)
+class TextKV:
+    """The text as the blocks' cross-attention reads it: per block, normed keys and values (B, Hkv, K * L, Dh).
+
+    They depend only on the text, which stays the same over a whole generation: ``DiT.text_kv`` computes
+    them once and every forward can take them (``forward(..., text_kv=...)``) instead of projecting the
+    text again in every block (17% of the generation time of physics-64 at one chunk in flight, one
+    text token per 6 video tokens; docs/benchmarks.md).
+    """
+
+    layers: tuple[tuple[Tensor, Tensor], ...]
+
+    @property
+    def batch(self) -> int:
+        return self.layers[0][0].shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.layers[0][0].shape[2]
 
 
 def gated(x: Tensor, gate: Tensor, frames: int) -> Tensor:
@@ -95,23 +118,29 @@ class Block(nn.Module):
         k = self.apply_rope(k, cos, sin)
         return rearrange(attend(q, k, v, mask), "b h n d -> b n (h d)")
 
-    def cross_attention(self, h: Tensor, context: Tensor, cross_mask: Tensor) -> Tensor:
-        """h: (B, N, D) tokens; context: (B, L, D) text; cross_mask: (B, 1, N or 1, L) bool."""
-        H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
+    def text_keys_values(self, text: Tensor) -> tuple[Tensor, Tensor]:
+        """text: (B, L, D) embedded text -> normed keys and values (B, Hkv, L, Dh) of the cross-attention."""
+        Hkv, Dh = self.num_kv_heads, self.head_dim
+        k, v = self.cross_kv(text).chunk(2, dim=-1)
+        k = rearrange(self.cross_k_norm(k.unflatten(-1, (Hkv, Dh))), "b l h d -> b h l d")
+        return k, rearrange(v, "b l (h d) -> b h l d", h=Hkv)
+
+    def cross_attention(self, h: Tensor, text: Tensor | tuple[Tensor, Tensor], cross_mask: Tensor | None) -> Tensor:
+        """h: (B, N, D) tokens; text: (B, L, D) embedded text, or its keys and values from
+        ``text_keys_values``; cross_mask: (B, 1, N or 1, L) additive, or None."""
+        H, Dh = self.num_heads, self.head_dim
         q = rearrange(self.cross_q_norm(self.cross_q(h).unflatten(-1, (H, Dh))), "b n h d -> b h n d")
-        k, v = self.cross_kv(context).chunk(2, dim=-1)
-        k = rearrange(self.cross_k_norm(k.unflatten(-1, (Hkv, Dh))), "b l h d -> b h l d")  # (B, Hkv, L, Dh)
-        v = rearrange(v, "b l (h d) -> b h l d", h=Hkv)
+        k, v = self.text_keys_values(text) if isinstance(text, Tensor) else text  # (B, Hkv, L, Dh)
         return rearrange(attend(q, k, v, cross_mask), "b h n d -> b n (h d)")
 
-    def forward(self, x: Tensor, cond: Tensor, context: Tensor, cross_mask: Tensor,
+    def forward(self, x: Tensor, cond: Tensor, text: Tensor | tuple[Tensor, Tensor], cross_mask: Tensor | None,
                 rope: tuple[Tensor, Tensor], mask: Tensor | None, kv_cache: ChunkKVCache | None,
                 tokens_per_chunk: int) -> Tensor:
         frames = cond.shape[1]
         gate_a, gate_f = softcap(self.modulation(F.silu(cond)), self.cap).chunk(2, dim=-1)  # (B, T, D) each
         h = self.attn_norm(x)
         a = torch.cat([self.self_attention(h, rope, mask, kv_cache, tokens_per_chunk),
-                       self.cross_attention(h, context, cross_mask)], dim=-1)  # (B, N, 2 * H * Dh)
+                       self.cross_attention(h, text, cross_mask)], dim=-1)  # (B, N, 2 * H * Dh)
         x = x + self.attn_post_norm(gated(self.attn_out(a), gate_a, frames))
         f = self.ffn(self.ffn_norm(x))
         return x + self.ffn_post_norm(gated(f, gate_f, frames))
@@ -169,6 +198,11 @@ class DiT(nn.Module):
         mask[:, :self.cfg.null_text_tokens or n] = True  # MAGI-1 attends its first 50 null tokens only
         return context, mask
 
+    def text_kv(self, context: Tensor) -> TextKV:
+        """Every block's cross-attention keys and values of ``context`` (B, L, Dc) or (B, K, L, Dc)."""
+        text = self.context_embed(context.flatten(1, 2) if context.dim() == 4 else context)  # (B, K * L, D)
+        return TextKV(tuple(block.text_keys_values(text) for block in self.blocks))
+
     def positions(self, frames: int, query_frames: int, h: int, w: int, device: torch.device,
                   dtype: torch.dtype) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
         """RoPE tables of ``frames`` latent frames of h x w tokens, cos and sin (Nc + N, R), and the
@@ -199,7 +233,8 @@ class DiT(nn.Module):
 
     def forward(self, latents: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None,
                 kv_cache: ChunkKVCache | None = None, step_size: Tensor | None = None,
-                drop_context: Tensor | None = None, unconditional: Tensor | None = None) -> Tensor:
+                drop_context: Tensor | None = None, unconditional: Tensor | None = None,
+                text_kv: TextKV | None = None) -> Tensor:
         """Velocity of ``latents`` (B, C, T, H, W) at noise levels ``t`` (B, T), one per latent frame.
 
         Shortcut models (``cfg.step_conditioning``) also take the step size ``step_size`` (B, T) that the
@@ -217,6 +252,9 @@ class DiT(nn.Module):
         ``unconditional`` (B,) bool marks the rows of guidance's no-text branches: with
         ``cfg.adaln_text == "null_token"`` (MAGI-1) the adaLN text term is a learned token that says only
         whether a row has text (dropped rows count as unconditional); "pooled" uses the text's mean.
+
+        ``text_kv``: ``self.text_kv(context)`` computed beforehand (a sampler does it once per text); the
+        same result as without it.
         """
         cfg, p = self.cfg, self.cfg.patch_size
         B, C, T, H, W = latents.shape
@@ -228,6 +266,9 @@ class DiT(nn.Module):
         K, L = context.shape[1], context.shape[2]  # context (B, K, L, Dc), mask (B, K, L)
         if K > 1 and T != K * cfg.chunk_frames:
             raise ValueError(f"{K} per-chunk texts for {T} latent frames (chunks of {cfg.chunk_frames})")
+        if text_kv is not None and (drop_context is not None or (text_kv.batch, text_kv.length) != (B, K * L)):
+            raise ValueError(f"text_kv of {text_kv.batch} texts of {text_kv.length} tokens given for {B} of "
+                             f"{K * L}" + (" with drop_context" if drop_context is not None else ""))
         if drop_context is not None:
             null, null_mask = self.unconditional_context(B, L)
             context = torch.where(drop_context[:, None, None, None], null[:, None].to(context.dtype), context)
@@ -254,18 +295,22 @@ class DiT(nn.Module):
             cond = cond + self.step_embed(timestep_embedding(d, TIME_FREQ_DIM).to(x.dtype))
         elif step_size is not None:
             raise ValueError("step_size given to a DiT without step_conditioning")
-        text = self.context_embed(context).flatten(1, 2)  # (B, K * L, D)
+        # (B, K * L, D) embedded text, projected in each block (inside its forward: sharded weights are gathered
+        # there), or each block's keys and values computed beforehand
+        texts = [self.context_embed(context).flatten(1, 2)] * len(self.blocks) if text_kv is None else text_kv.layers
         cross_mask = context_mask.flatten(1)[:, None, None, :]  # (B, 1, 1, K * L)
         if K > 1:  # token of chunk k -> text k
             token_chunk = torch.arange(x.shape[1], device=x.device) // (x.shape[1] // K)
             text_chunk = torch.arange(K, device=x.device).repeat_interleave(L)
             cross_mask = cross_mask & (token_chunk[:, None] == text_chunk[None, :])  # (B, 1, N, K * L)
+        cross_mask = full_mask_to_none(cross_mask)  # unpadded text: SDPA's unmasked path
+        cross_mask = None if cross_mask is None else additive_mask(cross_mask, x.dtype)
 
         cached_frames = kv_cache.num_chunks * cfg.chunk_frames if kv_cache is not None else 0
         rope, mask = self.positions(cached_frames + T, T, h, w, x.device, x.dtype)
         tokens_per_chunk = cfg.chunk_frames * h * w
 
-        for block in self.blocks:
+        for block, text in zip(self.blocks, texts, strict=True):
             x = block(x, cond, text, cross_mask, rope, mask, kv_cache, tokens_per_chunk)
 
         x = self.final_proj(self.final_norm(x))  # (B, N, C * p * p)

@@ -72,7 +72,10 @@ class ContextParallelBlock(nn.Module):
         super().__init__()
         self.block, self.group, self.first, self.last = block, group, first, last
 
-    def forward(self, x: Tensor, cond: Tensor, context: Tensor, cross_mask: Tensor,
+    def text_keys_values(self, text: Tensor) -> tuple[Tensor, Tensor]:
+        return self.block.text_keys_values(text)  # every rank holds all text tokens
+
+    def forward(self, x: Tensor, cond: Tensor, text: Tensor | tuple[Tensor, Tensor], cross_mask: Tensor | None,
                 rope: tuple[Tensor, Tensor], mask: Tensor | None, kv_cache: ChunkKVCache | None,
                 tokens_per_chunk: int) -> Tensor:
         blk, P, rank = self.block, dist.get_world_size(self.group), dist.get_rank(self.group)
@@ -85,11 +88,11 @@ class ContextParallelBlock(nn.Module):
         frame = (torch.arange(n_local, device=x.device) + rank * n_local) // tokens_per_frame
         gate_a, gate_f = softcap(blk.modulation(F.silu(cond)), blk.cap).chunk(2, dim=-1)  # (B, T, D)
         gate_a, gate_f = gate_a[:, frame], gate_f[:, frame]  # (B, N/P, D) one gate per local token
-        if cross_mask.shape[2] > 1:  # per-chunk texts: this rank's rows of the (B, 1, N, K * L) mask
+        if cross_mask is not None and cross_mask.shape[2] > 1:  # per-chunk texts: this rank's rows of the (B, 1, N, K * L) mask
             cross_mask = cross_mask[:, :, rank * n_local:(rank + 1) * n_local]
         h = blk.attn_norm(x)
         a = torch.cat([self.self_attention(h, rope, mask, kv_cache, tokens_per_chunk),
-                       blk.cross_attention(h, context, cross_mask)], dim=-1)
+                       blk.cross_attention(h, text, cross_mask)], dim=-1)
         x = x + blk.attn_post_norm(blk.attn_out(a) * gate_a)
         x = x + blk.ffn_post_norm(blk.ffn(blk.ffn_norm(x)) * gate_f)
         return gather_tokens(x, self.group) if self.last else x

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from magi.config import SamplerConfig
 from magi.flow.schedule import time_grid
-from magi.models.dit import DiT
+from magi.models.dit import DiT, TextKV
 from magi.models.kv_cache import ChunkKVCache
 from magi.sampling.chunks import chunk_plan
 from magi.sampling.guidance import piecewise_scale, text_and_prefix_guidance, text_guidance
@@ -102,6 +102,21 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             return context, context_mask
         return torch.cat([context, neg]), torch.cat([context_mask, neg_mask])  # (2B, L, Dc): [text ; no text]
 
+    encoded: dict[tuple, tuple[Tensor, Tensor, TextKV]] = {}  # texts -> them and their cross-attention K/V
+
+    def text_of(clean: int, chunks: list[int]) -> tuple[Tensor, Tensor, TextKV]:
+        """``texts(clean, chunks)`` and the DiT's keys and values of them, computed once per distinct text
+        (one for a single prompt; with per-chunk texts, one per set of chunks in flight)."""
+        key = (clean, tuple(chunks)) if per_chunk else ()
+        if key not in encoded:
+            if len(encoded) >= 8:
+                encoded.clear()
+            ctx, ctx_mask = texts(clean, chunks)
+            encoded[key] = ctx, ctx_mask, dit.text_kv(ctx.to(dtype))
+        return encoded[key]
+
+    neg_kv = dit.text_kv(neg.to(dtype)) if cfg.guidance == "text_and_prefix" else None
+
     clean_t = 1.0 - cfg.context_noise  # the level clean context is seen at
 
     def as_context(chunk: Tensor) -> Tensor:
@@ -116,21 +131,22 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
 
     shortcut = cfg.solver == "shortcut"  # the model is told the step size it is predicting for
 
-    def model(x: Tensor, t: Tensor, ctx: Tensor, ctx_mask: Tensor, kv: ChunkKVCache | None,
+    def model(x: Tensor, t: Tensor, ctx: Tensor, ctx_mask: Tensor, text_kv: TextKV, kv: ChunkKVCache | None,
               d: Tensor | None = None, text: bool = True) -> Tensor:
-        """One forward; ``ctx`` of B rows (``text`` says whether they are text rows) or 2B: [text ; no text]."""
+        """One forward; ``ctx`` of B rows (``text`` says whether they are text rows) or 2B: [text ; no text],
+        ``text_kv`` the DiT's keys and values of it."""
         reps = ctx.shape[0] // x.shape[0]
         extra = {"step_size": d.repeat(reps, 1).to(dtype)} if shortcut and d is not None else {}
         if guided:  # which rows are guidance's no-text branch (MAGI-1's adaLN token depends on it)
             extra["unconditional"] = torch.arange(ctx.shape[0], device=x.device) >= (x.shape[0] if text else 0)
         v = dit(x.repeat(reps, 1, 1, 1, 1).to(dtype), t.repeat(reps, 1).to(dtype), ctx.to(dtype), ctx_mask, kv,
-                **extra)
+                text_kv=text_kv, **extra)
         return v.float()
 
     if cache is not None and history:  # admit the whole prefix chunks in one pass
         cache.admit(len(history))
         clean = torch.cat(history, dim=2)
-        model(clean, torch.full((B, clean.shape[2]), clean_t), *texts(len(history), []), cache)
+        model(clean, torch.full((B, clean.shape[2]), clean_t), *text_of(len(history), []), cache)
         cache.commit()
         history = []
 
@@ -156,7 +172,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         x_in = torch.cat([*lead, x], dim=2)
         t_in = torch.cat([torch.full((B, n_lead), clean_t), t], dim=1)
         d_in = torch.cat([torch.zeros(B, n_lead), dt], dim=1)
-        v_all = model(x_in, t_in, *texts(len(lead), list(step.chunks)), cache, d_in)[:, :, n_lead:]
+        v_all = model(x_in, t_in, *text_of(len(lead), list(step.chunks)), cache, d_in)[:, :, n_lead:]
         if cache is not None:
             cache.commit()
 
@@ -165,7 +181,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             text_scale = piecewise_scale(t, cfg.cfg_t_range, cfg.text_scales)[:, None, :, None, None]
             has_prefix = n_lead > 0 or num_open > 0 or (cache is not None and cache.num_chunks > 0)
             if cfg.guidance == "text_and_prefix" and has_prefix:
-                v_uncond = model(x, t, neg, neg_mask, None, dt, text=False)
+                v_uncond = model(x, t, neg, neg_mask, neg_kv, None, dt, text=False)
                 prefix_scale = piecewise_scale(t, cfg.cfg_t_range, cfg.prefix_scales)[:, None, :, None, None]
                 v = text_and_prefix_guidance(v_text, v_prefix, v_uncond, text_scale, prefix_scale)
             else:
