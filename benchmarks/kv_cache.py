@@ -66,9 +66,10 @@ def main() -> None:
     counts = [int(c) for c in args.chunks.split(",")]
     print("| chunks | cached s | recompute s | recompute/cached | FLOPs recompute/cached | "
           f"cached vs {counts[0]} chunks | cached FLOPs vs {counts[0]} chunks | window 1 s | "
-          f"window 1/window {args.window} | window 1 recompute/cached | window 1 FLOPs recompute/cached |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    base = base_flops = None
+          f"window 1/window {args.window} | window 1 recompute/cached | window 1 FLOPs recompute/cached | "
+          f"window 1 vs {counts[0]} chunks | window 1 FLOPs vs {counts[0]} chunks |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    base = base_flops = single_base = single_base_flops = None
     for chunks in counts:
         cached = run(chunks, True, args.window)
         recompute = run(chunks, False, args.window)
@@ -76,11 +77,14 @@ def main() -> None:
         cached_flops = flops(chunks, True, args.window)
         base, base_flops = base or cached, base_flops or cached_flops
         work = flops(chunks, False, args.window) / cached_flops  # the most the cache can save
-        single_work = flops(chunks, False, 1) / flops(chunks, True, 1)
+        single_flops = flops(chunks, True, 1)
+        single_base, single_base_flops = single_base or single, single_base_flops or single_flops
+        single_work = flops(chunks, False, 1) / single_flops
         print(f"| {chunks} | {cached:.2f} | {recompute:.2f} | {recompute / cached:.2f}x | {work:.2f}x | "
               f"{cached / base:.2f}x | {cached_flops / base_flops:.2f}x | {single:.2f} | {single / cached:.2f}x | "
               f"{single_recompute / single:.2f}x | "
-              f"{single_work:.2f}x |", flush=True)
+              f"{single_work:.2f}x | {single / single_base:.2f}x | {single_flops / single_base_flops:.2f}x |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ generated video (< 1 is faster than real time). Random weights: timing does not 
 pass (the sampler takes a batch): per-frame numbers are over the frames of all B videos. ``--rebuild_tables``
 adds, beside every row, the same generation with the DiT's per-shape RoPE tables and mask rebuilt in every
 forward (as before they were kept), and ``--text_every_forward`` with the text's cross-attention keys and
-values projected again in every forward (as before the sampler computed them once), timed alternately with
-it; the MFU of these rows counts the FLOPs of the shipped generation. ``--samplers`` lists sampler variants, each
+values projected again in every forward (as before the sampler computed them once), and
+``--separate_uncond`` with text_and_prefix guidance's unconditional branch in a forward of its own (as before
+it was batched with the other two), timed alternately with it; the MFU of these rows counts the FLOPs of the
+shipped generation. ``--samplers`` lists sampler variants, each
 ``preset`` or comma-separated overrides of the preset's sampler (e.g. MAGI-1's 4 chunks in flight on 4 clean
 chunks against physics-64's 1 on 2): one row each.
 """
@@ -54,6 +56,8 @@ def main() -> None:
                         help="also time each generation with the shape tables rebuilt in every forward")
     parser.add_argument("--text_every_forward", action="store_true",
                         help="also time each generation with the text projected in every forward")
+    parser.add_argument("--separate_uncond", action="store_true",
+                        help="also time each guided generation with the unconditional branch in its own forward")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     peak = matmul_peak()
@@ -77,8 +81,9 @@ def main() -> None:
                 overrides = [] if variant_name == "preset" else variant_name.split(",")
                 sampler = replace(apply_overrides(cfg.sampler, overrides), steps=steps, guidance=guidance)
 
-                def run(dit=dit, sampler=sampler, context=context, mask=mask, shape=shape):
-                    return generate(dit, sampler, context, mask, num_chunks=args.chunks, latent_shape=shape)
+                def run(dit=dit, sampler=sampler, context=context, mask=mask, shape=shape, batch_guidance=True):
+                    return generate(dit, sampler, context, mask, num_chunks=args.chunks, latent_shape=shape,
+                                    batch_guidance=batch_guidance)
 
                 flops, by_op, latents = count_flops(run)  # also the warm-up
                 attention = by_op.get("_scaled_dot_product_flash_attention_for_cpu", 0) / flops
@@ -87,8 +92,10 @@ def main() -> None:
                     variants["tables rebuilt"] = lambda run=run, dit=dit: rebuilding_tables(dit, run)
                 if args.text_every_forward:
                     variants["text every forward"] = lambda run=run, dit=dit: projecting_text_every_forward(dit, run)
+                if args.separate_uncond and guidance == "text_and_prefix":
+                    variants["unconditional apart"] = lambda run=run: run(batch_guidance=False)
                 best = dict.fromkeys(variants, float("inf"))
-                for _ in range(2 if len(variants) == 1 else 4):  # alternate: same machine state for all
+                for _ in range(2 if len(variants) == 1 else 6):  # alternate: same machine state for all
                     best = {v: min(best[v], timed(f)) for v, f in variants.items()}
                 with torch.no_grad():
                     decode = timed(lambda vae=vae, latents=latents: list(vae.iter_decode(latents)))

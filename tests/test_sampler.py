@@ -33,17 +33,23 @@ def test_cached_equals_recompute(model, dit_cfg, sampler_cfg, guidance, prefix_f
     recomputed = generate(model, cfg, ctx, mask, use_kv_cache=False, **kw)
     assert cached.shape == (2, dit_cfg.in_channels, 4 * dit_cfg.chunk_frames, 8, 8)
     torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cached, generate(model, cfg, ctx, mask, batch_guidance=False, **kw), atol=1e-5,
+                               rtol=1e-5)  # guidance's third branch in a forward of its own
     if prefix_frames % dit_cfg.chunk_frames:  # the opening prefix frames stay exactly clean
         opening = prefix.latents[:, :, -(prefix_frames % dit_cfg.chunk_frames):]
         assert torch.equal(cached[:, :, : opening.shape[2]], opening)
 
 
-@pytest.mark.parametrize("guidance", ["none", "text_and_prefix"])
-def test_text_is_projected_once_per_generation(model, dit_cfg, sampler_cfg, guidance):
+@pytest.mark.parametrize(("guidance", "image", "texts"), [
+    ("none", True, [2]),
+    ("text_and_prefix", True, [6]),  # [text ; null ; null]: the third branch rides in the same forward
+    ("text_and_prefix", False, [4, 6]),  # t2v: [text ; null] until the first chunk is clean
+])
+def test_text_is_projected_once_per_generation(model, dit_cfg, sampler_cfg, guidance, image, texts):
     cfg = replace(sampler_cfg, guidance=guidance)
     ctx, mask = context(dit_cfg)
     kw = dict(num_chunks=3, latent_shape=(dit_cfg.in_channels, 8, 8), seed=2,
-              prefix=Prefix(torch.randn(2, dit_cfg.in_channels, 1, 8, 8)))
+              prefix=Prefix(torch.randn(2, dit_cfg.in_channels, 1, 8, 8)) if image else None)
     every_forward = randomize_(DiT(dit_cfg), std=0.05).eval()  # the same weights, projecting the text in every
     every_forward.text_kv = lambda text: None  # forward (the sampler then passes text_kv=None)
     calls = []
@@ -54,7 +60,7 @@ def test_text_is_projected_once_per_generation(model, dit_cfg, sampler_cfg, guid
 
     model.text_kv = counted_text_kv
     out = generate(model, cfg, ctx, mask, **kw)
-    assert calls == ([2] if guidance == "none" else [2, 4])  # the text; or the negative, then [text ; null]
+    assert calls == texts  # rows of each distinct text
     assert torch.equal(out, generate(every_forward, cfg, ctx, mask, **kw))
 
 

@@ -149,8 +149,11 @@ def test_sampler_marks_the_no_text_rows_for_the_adaln_token():
     dit = randomize_(Spy(cfg), seed=4).eval()
     text, mask = torch.randn(1, 4, D), torch.ones(1, 4, dtype=torch.bool)
     prefix = Prefix(torch.randn(1, 4, 2, 4, 4))
-    generate(dit, SamplerConfig(steps=4, window_size=2, context_chunks=2, guidance="text_and_prefix"), text, mask,
-             num_chunks=2, latent_shape=(4, 4, 4), prefix=prefix)
+    guided = SamplerConfig(steps=4, window_size=2, context_chunks=2, guidance="text_and_prefix")
+    generate(dit, guided, text, mask, num_chunks=2, latent_shape=(4, 4, 4), prefix=prefix)
+    assert seen and all(rows == [False, True, True] for rows in seen)  # [text ; no text ; no text, no prefix]
+    seen.clear()
+    generate(dit, guided, text, mask, num_chunks=2, latent_shape=(4, 4, 4), prefix=prefix, use_kv_cache=False)
     assert [False, True] in seen and [True] in seen  # [text ; no text] batches and the unconditional pass
     assert None not in seen
     seen.clear()

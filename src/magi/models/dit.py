@@ -231,10 +231,27 @@ class DiT(nn.Module):
         table, mask = self._shape_tables[key]
         return (magi_rope(table, self.rope["bands"]) if self.cfg.rope == "magi" else table), mask
 
+    @staticmethod
+    def hide_clean_chunks(mask: Tensor | None, rows: Tensor, kv_cache: ChunkKVCache | None, tokens_per_chunk: int,
+                          num_tokens: int, dtype: torch.dtype) -> Tensor | None:
+        """The self-attention mask (N, Nc + N) or None -> (B, 1, N, Nc + N) additive, where the queries of the
+        chunks in flight of ``rows`` (B,) see none of the clean keys (cached chunks and chunks being admitted).
+        The clean chunks' own queries keep their keys: no query is left with none."""
+        if kv_cache is None:
+            raise ValueError("context_free needs a kv_cache: it is what tells clean chunks from those in flight")
+        admitted = kv_cache.pending_chunks * tokens_per_chunk
+        clean = kv_cache.num_chunks * tokens_per_chunk + admitted  # keys of clean chunks come first
+        if clean == 0:
+            return mask
+        hidden = torch.zeros(rows.shape[0], 1, num_tokens, clean + num_tokens - admitted, dtype=dtype,
+                             device=rows.device)  # (B, 1, N, Nc + N)
+        hidden[rows, :, admitted:, :clean] = float("-inf")
+        return hidden if mask is None else hidden + mask
+
     def forward(self, latents: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None,
                 kv_cache: ChunkKVCache | None = None, step_size: Tensor | None = None,
                 drop_context: Tensor | None = None, unconditional: Tensor | None = None,
-                text_kv: TextKV | None = None) -> Tensor:
+                text_kv: TextKV | None = None, context_free: Tensor | None = None) -> Tensor:
         """Velocity of ``latents`` (B, C, T, H, W) at noise levels ``t`` (B, T), one per latent frame.
 
         Shortcut models (``cfg.step_conditioning``) also take the step size ``step_size`` (B, T) that the
@@ -255,6 +272,10 @@ class DiT(nn.Module):
 
         ``text_kv``: ``self.text_kv(context)`` computed beforehand (a sampler does it once per text); the
         same result as without it.
+
+        ``context_free`` (B,) bool, with ``kv_cache``: those rows' chunks in flight attend to no clean chunk
+        (neither the cached ones nor those being admitted), only to each other, as if generated without
+        context (text_and_prefix guidance's third branch, batched with the other two).
         """
         cfg, p = self.cfg, self.cfg.patch_size
         B, C, T, H, W = latents.shape
@@ -309,6 +330,9 @@ class DiT(nn.Module):
         cached_frames = kv_cache.num_chunks * cfg.chunk_frames if kv_cache is not None else 0
         rope, mask = self.positions(cached_frames + T, T, h, w, x.device, x.dtype)
         tokens_per_chunk = cfg.chunk_frames * h * w
+
+        if context_free is not None:
+            mask = self.hide_clean_chunks(mask, context_free, kv_cache, tokens_per_chunk, x.shape[1], x.dtype)
 
         for block, text in zip(self.blocks, texts, strict=True):
             x = block(x, cond, text, cross_mask, rope, mask, kv_cache, tokens_per_chunk)

@@ -88,7 +88,8 @@ class ContextParallelBlock(nn.Module):
         frame = (torch.arange(n_local, device=x.device) + rank * n_local) // tokens_per_frame
         gate_a, gate_f = softcap(blk.modulation(F.silu(cond)), blk.cap).chunk(2, dim=-1)  # (B, T, D)
         gate_a, gate_f = gate_a[:, frame], gate_f[:, frame]  # (B, N/P, D) one gate per local token
-        if cross_mask is not None and cross_mask.shape[2] > 1:  # per-chunk texts: this rank's rows of the (B, 1, N, K * L) mask
+        if cross_mask is not None and cross_mask.shape[2] > 1:  # per-chunk texts: this rank's rows of the
+            # (B, 1, N, K * L) mask
             cross_mask = cross_mask[:, :, rank * n_local:(rank + 1) * n_local]
         h = blk.attn_norm(x)
         a = torch.cat([self.self_attention(h, rope, mask, kv_cache, tokens_per_chunk),

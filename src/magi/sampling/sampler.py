@@ -54,7 +54,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
                   latent_shape: tuple[int, int, int], prefix: Prefix | None = None, seed: int = 0,
                   use_kv_cache: bool = True, progress: Callable[[int], None] | None = None,
                   negative: tuple[Tensor, Tensor] | None = None,
-                  reencode: Callable[[Tensor], Tensor] | None = None) -> Iterator[Tensor]:
+                  reencode: Callable[[Tensor], Tensor] | None = None,
+                  batch_guidance: bool = True) -> Iterator[Tensor]:
     """Yield the latents (B, C, F, H, W) of each generated chunk, in order, as it becomes clean.
 
     The first generated chunk includes the prefix frames that do not fill a whole chunk (for i2v: the
@@ -68,6 +69,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     context chunks are seen noised (``as_context``); the yielded chunks are not. ``reencode`` (latents ->
     latents, e.g. VAE decode then encode) is applied to each generated chunk before it enters the context;
     the yielded chunk is the re-encoded one, so the video shows what later chunks continue from.
+    ``batch_guidance=False`` runs text_and_prefix guidance's unconditional branch as a forward of its own, as
+    without the cache (same result; the benchmarks' baseline).
     """
     B, F = context.shape[0], dit.cfg.chunk_frames
     C, H, W = latent_shape
@@ -87,35 +90,35 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         null = null.to(context.dtype)
         neg, neg_mask = (null, null_mask) if negative is None else pad_context(*negative, context.shape[-2])
 
-    def texts(clean: int, chunks: list[int]) -> tuple[Tensor, Tensor]:
-        """Text of a forward over ``clean`` clean chunks then ``chunks``; [text ; null] if guided.
+    def texts(clean: int, chunks: list[int], branches: int) -> tuple[Tensor, Tensor]:
+        """Text of a forward over ``clean`` clean chunks then ``chunks``, for ``branches`` groups of B rows:
+        the text, then the negative (by default the null) text once or twice (guidance's branches).
 
         Per-chunk texts as in MAGI-1: clean chunks get the null text, chunk c its own text c."""
         if per_chunk:
             ctx = torch.stack([null] * clean + [context[:, c] for c in chunks], 1)  # (B, K, L, Dc)
             ctx_mask = torch.stack([null_mask] * clean + [context_mask[:, c] for c in chunks], 1)
-            if not guided:
-                return ctx, ctx_mask
-            return (torch.cat([ctx, neg[:, None].expand_as(ctx)]),
-                    torch.cat([ctx_mask, neg_mask[:, None].expand_as(ctx_mask)]))
-        if not guided:
-            return context, context_mask
-        return torch.cat([context, neg]), torch.cat([context_mask, neg_mask])  # (2B, L, Dc): [text ; no text]
+        else:
+            ctx, ctx_mask = context, context_mask
+        if branches == 1:
+            return ctx, ctx_mask
+        no_text = neg[:, None].expand_as(ctx) if per_chunk else neg
+        no_text_mask = neg_mask[:, None].expand_as(ctx_mask) if per_chunk else neg_mask
+        return (torch.cat([ctx] + [no_text] * (branches - 1)),  # (branches * B, ..., L, Dc): [text ; no text ...]
+                torch.cat([ctx_mask] + [no_text_mask] * (branches - 1)))
 
     encoded: dict[tuple, tuple[Tensor, Tensor, TextKV]] = {}  # texts -> them and their cross-attention K/V
 
-    def text_of(clean: int, chunks: list[int]) -> tuple[Tensor, Tensor, TextKV]:
-        """``texts(clean, chunks)`` and the DiT's keys and values of them, computed once per distinct text
-        (one for a single prompt; with per-chunk texts, one per set of chunks in flight)."""
-        key = (clean, tuple(chunks)) if per_chunk else ()
+    def text_of(clean: int, chunks: list[int], branches: int) -> tuple[Tensor, Tensor, TextKV]:
+        """``texts(clean, chunks, branches)`` and the DiT's keys and values of them, computed once per
+        distinct text (one for a single prompt; with per-chunk texts, one per set of chunks in flight)."""
+        key = ((clean, tuple(chunks)) if per_chunk else ()) + (branches,)
         if key not in encoded:
             if len(encoded) >= 8:
                 encoded.clear()
-            ctx, ctx_mask = texts(clean, chunks)
+            ctx, ctx_mask = texts(clean, chunks, branches)
             encoded[key] = ctx, ctx_mask, dit.text_kv(ctx.to(dtype))
         return encoded[key]
-
-    neg_kv = dit.text_kv(neg.to(dtype)) if cfg.guidance == "text_and_prefix" else None
 
     clean_t = 1.0 - cfg.context_noise  # the level clean context is seen at
 
@@ -127,18 +130,27 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         return clean_t * chunk + cfg.context_noise * per_sample_noise(chunk.shape[1:], generators).to(chunk)
 
     cache = ChunkKVCache(dit.cfg.depth, cfg.context_chunks) if use_kv_cache else None
+    # text_and_prefix guidance's third branch (no text, no earlier chunks): with the cache it rides in the same
+    # forward as the other two, its rows told to attend to no clean chunk (one pass of 3B rows instead of 2B,
+    # then B: 20% less time at one chunk in flight, docs/benchmarks.md); without, it is a forward of its own
+    batched_uncond = batch_guidance and cfg.guidance == "text_and_prefix" and cache is not None
+    neg_kv = dit.text_kv(neg.to(dtype)) if cfg.guidance == "text_and_prefix" and not batched_uncond else None
+    prefix_branches = 3 if batched_uncond else 2 if guided else 1  # forwards that see earlier chunks
     history = [as_context(c) for c in prefix_chunks[-cfg.context_chunks:]]  # still to be admitted / recomputed
 
     shortcut = cfg.solver == "shortcut"  # the model is told the step size it is predicting for
 
     def model(x: Tensor, t: Tensor, ctx: Tensor, ctx_mask: Tensor, text_kv: TextKV, kv: ChunkKVCache | None,
               d: Tensor | None = None, text: bool = True) -> Tensor:
-        """One forward; ``ctx`` of B rows (``text`` says whether they are text rows) or 2B: [text ; no text],
-        ``text_kv`` the DiT's keys and values of it."""
+        """One forward; ``ctx`` of B rows (``text`` says whether they are text rows), 2B: [text ; no text] or
+        3B: [text ; no text ; no text, no earlier chunks]; ``text_kv`` the DiT's keys and values of it."""
         reps = ctx.shape[0] // x.shape[0]
         extra = {"step_size": d.repeat(reps, 1).to(dtype)} if shortcut and d is not None else {}
+        rows = torch.arange(ctx.shape[0], device=x.device)
         if guided:  # which rows are guidance's no-text branch (MAGI-1's adaLN token depends on it)
-            extra["unconditional"] = torch.arange(ctx.shape[0], device=x.device) >= (x.shape[0] if text else 0)
+            extra["unconditional"] = rows >= (x.shape[0] if text else 0)
+        if reps == 3:
+            extra["context_free"] = rows >= 2 * x.shape[0]
         v = dit(x.repeat(reps, 1, 1, 1, 1).to(dtype), t.repeat(reps, 1).to(dtype), ctx.to(dtype), ctx_mask, kv,
                 text_kv=text_kv, **extra)
         return v.float()
@@ -146,7 +158,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     if cache is not None and history:  # admit the whole prefix chunks in one pass
         cache.admit(len(history))
         clean = torch.cat(history, dim=2)
-        model(clean, torch.full((B, clean.shape[2]), clean_t), *text_of(len(history), []), cache)
+        model(clean, torch.full((B, clean.shape[2]), clean_t), *text_of(len(history), [], prefix_branches), cache)
         cache.commit()
         history = []
 
@@ -172,16 +184,18 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         x_in = torch.cat([*lead, x], dim=2)
         t_in = torch.cat([torch.full((B, n_lead), clean_t), t], dim=1)
         d_in = torch.cat([torch.zeros(B, n_lead), dt], dim=1)
-        v_all = model(x_in, t_in, *text_of(len(lead), list(step.chunks)), cache, d_in)[:, :, n_lead:]
+        has_prefix = n_lead > 0 or num_open > 0 or (cache is not None and cache.num_chunks > 0)
+        branches = prefix_branches if has_prefix else 2 if guided else 1
+        v_all = model(x_in, t_in, *text_of(len(lead), list(step.chunks), branches), cache, d_in)[:, :, n_lead:]
         if cache is not None:
             cache.commit()
 
         if guided:
-            v_text, v_prefix = v_all[:B], v_all[B:]
+            v_text, v_prefix = v_all[:B], v_all[B:2 * B]
             text_scale = piecewise_scale(t, cfg.cfg_t_range, cfg.text_scales)[:, None, :, None, None]
-            has_prefix = n_lead > 0 or num_open > 0 or (cache is not None and cache.num_chunks > 0)
             if cfg.guidance == "text_and_prefix" and has_prefix:
-                v_uncond = model(x, t, neg, neg_mask, neg_kv, None, dt, text=False)
+                v_uncond = v_all[2 * B:] if batched_uncond else model(x, t, neg, neg_mask, neg_kv, None, dt,
+                                                                       text=False)
                 prefix_scale = piecewise_scale(t, cfg.cfg_t_range, cfg.prefix_scales)[:, None, :, None, None]
                 v = text_and_prefix_guidance(v_text, v_prefix, v_uncond, text_scale, prefix_scale)
             else:
@@ -207,11 +221,11 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
 def generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: Tensor, *, num_chunks: int,
              latent_shape: tuple[int, int, int], prefix: Prefix | None = None, seed: int = 0,
              use_kv_cache: bool = True, negative: tuple[Tensor, Tensor] | None = None,
-             reencode: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+             reencode: Callable[[Tensor], Tensor] | None = None, batch_guidance: bool = True) -> Tensor:
     """All generated chunks concatenated: (B, C, num_chunks * F, H, W)."""
     chunks = iter_generate(dit, cfg, context, context_mask, num_chunks=num_chunks, latent_shape=latent_shape,
                            prefix=prefix, seed=seed, use_kv_cache=use_kv_cache, negative=negative,
-                           reencode=reencode)
+                           reencode=reencode, batch_guidance=batch_guidance)
     return torch.cat(list(chunks), dim=2)
 
 
