@@ -18,7 +18,7 @@ from magi.sampling.sampler import generate
 
 CFG = DiTConfig(in_channels=4, dim=64, depth=3, num_heads=4, num_kv_heads=2, head_dim=16, ffn_dim=96,
                 context_dim=24, context_max_length=8, chunk_frames=2)
-SAMPLER = SamplerConfig(steps=4, window_size=2, context_chunks=2, guidance="text")
+SAMPLER = SamplerConfig(steps=4, window_size=2, context_chunks=2, guidance="text_and_prefix")  # all 3 branches
 VAE = VAEConfig(latent_channels=4, dim=32, num_heads=4, encoder_depth=2, decoder_depth=2, segment_frames=3)
 
 
