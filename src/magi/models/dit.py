@@ -59,8 +59,8 @@ class TextKV:
 
     They depend only on the text, which stays the same over a whole generation: ``DiT.text_kv`` computes
     them once and every forward can take them (``forward(..., text_kv=...)``) instead of projecting the
-    text again in every block (17% of the generation time of physics-64 at one chunk in flight, one
-    text token per 6 video tokens; docs/benchmarks.md).
+    text again in every block (8-13% less generation time for physics-64 at one chunk in flight, where
+    there is one text token for every 6 video tokens; docs/benchmarks.md).
     """
 
     layers: tuple[tuple[Tensor, Tensor], ...]

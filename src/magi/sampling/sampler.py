@@ -132,7 +132,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     cache = ChunkKVCache(dit.cfg.depth, cfg.context_chunks) if use_kv_cache else None
     # text_and_prefix guidance's third branch (no text, no earlier chunks): with the cache it rides in the same
     # forward as the other two, its rows told to attend to no clean chunk (one pass of 3B rows instead of 2B,
-    # then B: 20% less time at one chunk in flight, docs/benchmarks.md); without, it is a forward of its own
+    # then B: 22-23% less time at one chunk in flight, docs/benchmarks.md); without, it is a forward of its own
     batched_uncond = batch_guidance and cfg.guidance == "text_and_prefix" and cache is not None
     neg_kv = dit.text_kv(neg.to(dtype)) if cfg.guidance == "text_and_prefix" and not batched_uncond else None
     prefix_branches = 3 if batched_uncond else 2 if guided else 1  # forwards that see earlier chunks
