@@ -20,7 +20,7 @@ import numpy as np
 
 from magi.config import QuantConfig, RunConfig
 from magi.eval.tracking import trajectory_error
-from magi.io.weights import resolve_checkpoint_dir, state_dict_bytes
+from magi.io.weights import load_checkpoint_config, state_dict_bytes
 from magi.physics.mini import render_case
 from magi.sampling.pipeline import Request, build_pipeline, generate_frames
 
@@ -28,7 +28,7 @@ PREFIX, GENERATED = 24, 48
 
 
 def load(location: str, **changes) -> RunConfig:
-    cfg = replace(RunConfig.load(resolve_checkpoint_dir(location) / "config.json"), weights=location)
+    cfg = load_checkpoint_config(location)
     return replace(cfg, **changes)
 
 

@@ -19,16 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from magi.config import RunConfig, apply_overrides
+from magi.config import apply_overrides
 from magi.eval.tracking import intact_objects, locate, trajectory_error, visible_objects
 from magi.io.video import frames_to_tensor, tensor_to_frames
-from magi.io.weights import resolve_checkpoint_dir
+from magi.io.weights import load_checkpoint_config
 from magi.physics.dataset import load_split
 from magi.physics.mini import PROFILES, render_case
 from magi.sampling.pipeline import Request, build_pipeline, generate_frames
@@ -49,8 +48,7 @@ def main() -> None:
                         help="config override, as in magi generate (e.g. sampler.steps=32)")
     args = parser.parse_args()
 
-    folder = resolve_checkpoint_dir(args.checkpoint)
-    cfg = apply_overrides(replace(RunConfig.load(folder / "config.json"), weights=args.checkpoint), args.set)
+    cfg = apply_overrides(load_checkpoint_config(args.checkpoint), args.set)
     pipe = build_pipeline(cfg)
     clips, _ = load_split(Path(args.data), "test")
     torch.manual_seed(args.seed)

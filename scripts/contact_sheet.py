@@ -11,14 +11,12 @@ framed in gray, generated frames in white.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from magi.config import RunConfig
 from magi.io.atomic import atomic_path
-from magi.io.weights import resolve_checkpoint_dir
+from magi.io.weights import load_checkpoint_config
 from magi.physics.mini import render_case
 from magi.sampling.pipeline import Request, build_pipeline, generate_frames
 
@@ -47,8 +45,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=4, help="chunks generated in each mode")
     args = parser.parse_args()
 
-    folder = resolve_checkpoint_dir(args.checkpoint)
-    cfg = replace(RunConfig.load(folder / "config.json"), weights=args.checkpoint)
+    cfg = load_checkpoint_config(args.checkpoint)
     pipe = build_pipeline(cfg)
     generated = args.chunks * cfg.frames_per_chunk
     truth, side = render_case(args.scenario, 1, 1, seed=args.seed, test_frames=generated)

@@ -91,16 +91,12 @@ def run_physics_iq(args: argparse.Namespace) -> int:
 
 
 def _resolve_config(args: argparse.Namespace):
-    from magi.config import RunConfig
     from magi.presets import DEFAULT_PRESET, get_preset
 
     if args.checkpoint:
-        from magi.io.weights import resolve_checkpoint_dir
+        from magi.io.weights import load_checkpoint_config
 
-        path = resolve_checkpoint_dir(str(args.checkpoint)) / "config.json"  # a folder, or builtin:<name>
-        if not path.is_file():
-            raise InputError(f"checkpoint '{args.checkpoint}' has no config.json")
-        return dataclasses.replace(RunConfig.load(path), weights=str(args.checkpoint))
+        return load_checkpoint_config(str(args.checkpoint))  # a folder, or builtin:<name>
     return get_preset(args.preset or DEFAULT_PRESET)
 
 

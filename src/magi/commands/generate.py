@@ -34,18 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """Preset (or the checkpoint's own config), then the checkpoint's weights, then overrides."""
     if args.checkpoint and not args.preset:
-        from magi.io.weights import resolve_checkpoint_dir
+        from magi.io.weights import load_checkpoint_config, resolve_checkpoint_dir
 
         folder = resolve_checkpoint_dir(str(args.checkpoint))  # a folder, or builtin:<name>; it exists
-        path = folder / "config.json"
-        if not path.is_file():
+        if not (folder / "config.json").is_file():
             from magi.io.reference import find_reference_weights
 
             if find_reference_weights(folder) is not None:
                 raise InputError(f"checkpoint '{args.checkpoint}' is in the MAGI-1 reference layout: pass its "
                                  "architecture with --preset (magi-4.5b or magi-24b)")
-            raise InputError(f"checkpoint '{args.checkpoint}' has no config.json")
-        cfg = RunConfig.load(path)
+        cfg = load_checkpoint_config(str(args.checkpoint))
     else:
         cfg = get_preset(args.preset or default_preset(args.steps))
     if args.checkpoint:

@@ -7,12 +7,14 @@ shipped inside the package (``magi/weights/<name>/``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from magi.config import RunConfig
 from magi.errors import InputError
 from magi.io.atomic import atomic_path, atomic_write_text
 
@@ -28,6 +30,14 @@ def resolve_checkpoint_dir(location: str) -> Path:
     if not path.is_dir():
         raise InputError(f"checkpoint directory '{location}' does not exist")
     return path
+
+
+def load_checkpoint_config(location: str) -> RunConfig:
+    """The RunConfig a checkpoint (a folder, or ``builtin:<name>``) was saved with, its weights pointing at it."""
+    path = resolve_checkpoint_dir(location) / "config.json"
+    if not path.is_file():
+        raise InputError(f"checkpoint '{location}' has no config.json")
+    return replace(RunConfig.load(path), weights=location)
 
 
 def builtin_available(location: str) -> bool:
