@@ -69,7 +69,6 @@ def test_context_free_rows_attend_to_no_clean_chunk(model, dit_cfg):
     latents, t, context = inputs(dit_cfg, frames=8)
     F = dit_cfg.chunk_frames
     t[:, : 2 * F] = 1.0  # two clean chunks, then two noisy ones
-    free = torch.tensor([False, True])
 
     def cached(**kw):
         cache = ChunkKVCache(num_layers=dit_cfg.depth, max_chunks=8)
@@ -77,21 +76,29 @@ def test_context_free_rows_attend_to_no_clean_chunk(model, dit_cfg):
         model(latents[:, :, :F], t[:, :F], context, kv_cache=cache, **kw)
         cache.commit()
         cache.admit(1)  # chunk 1 admitted while chunks 2 and 3 are in flight
-        return model(latents[:, :, F:], t[:, F:], context, kv_cache=cache, **kw)
+        out = model(latents[:, :, F:], t[:, F:], context, kv_cache=cache, **kw)
+        cache.commit()
+        return out, cache
 
-    out, usual = cached(context_free=free), cached()
+    (out, cache), (usual, usual_cache) = cached(context_free=1), cached()
     torch.testing.assert_close(out[:1], usual[:1], atol=1e-5, rtol=1e-5)  # the other rows see their context
     alone = model(latents[1:, :, 2 * F:], t[1:, 2 * F:], context[1:])  # chunks 2, 3 with no earlier chunk
     torch.testing.assert_close(out[1:, :, F:], alone, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(usual[1:, :, F:], alone, atol=1e-3)
+    assert cache.keys[0].shape[0] == 1 and usual_cache.keys[0].shape[0] == 2  # the cache holds the other rows
+    torch.testing.assert_close(cache.keys[-1], usual_cache.keys[-1][:1], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="context_free needs a kv_cache"):
-        model(latents, t, context, context_free=free)
-    cache = ChunkKVCache(num_layers=dit_cfg.depth, max_chunks=8, num_chunks=1, pending_chunks=1)
+        model(latents, t, context, context_free=1)
+    with pytest.raises(ValueError, match="needs 0 < context_free < 2"):
+        model(latents[:, :, F:], t[:, F:], context, kv_cache=ChunkKVCache(dit_cfg.depth, 8), context_free=2)
     tokens = F * 4 * 4
     _, causal = model.positions(4 * F, 3 * F, 4, 4, torch.device("cpu"), torch.float32)  # (N, Nc + N)
-    mask = model.hide_clean_chunks(causal, free, cache, tokens, 3 * tokens, torch.float32)  # (B, 1, N, Nc + N)
-    assert mask.shape == (2, 1, 3 * tokens, 4 * tokens) and torch.equal(mask[0, 0], causal)
-    assert (mask > float("-inf")).any(-1).all()  # no query left without keys (NaN in some GPU kernels)
+    own = model.context_free_mask(causal, tokens, 3 * tokens, torch.float32, torch.device("cpu"))  # (N, N)
+    assert own.shape == (3 * tokens, 3 * tokens) and (own > float("-inf")).any(-1).all()  # every query has keys
+    assert torch.equal(own[:tokens, :tokens], causal[:tokens, -3 * tokens:-2 * tokens])  # admitted: as before
+    assert (own[tokens:, :tokens] == float("-inf")).all()  # in flight: no admitted key
+    assert torch.equal(own[tokens:, tokens:], causal[tokens:, -2 * tokens:])  # among themselves: block-causal
+    assert model.context_free_mask(None, 0, tokens, torch.float32, torch.device("cpu")) is None
 
 
 @torch.no_grad()

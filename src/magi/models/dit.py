@@ -74,6 +74,20 @@ class TextKV:
         return self.layers[0][0].shape[2]
 
 
+@dataclass(frozen=True)
+class SelfAttentionMasks:
+    """What the queries of one forward attend to, additive (0 or -inf) or None for every key.
+
+    ``keys`` (N, Nc + N): the input tokens against the cached and input tokens (block-causal). The last
+    ``free_rows`` rows of the batch are context-free (text_and_prefix guidance's third branch): they attend
+    among the input tokens only, under ``free`` (N, N), and their keys and values never enter the KV cache.
+    """
+
+    keys: Tensor | None
+    free_rows: int = 0
+    free: Tensor | None = None
+
+
 def gated(x: Tensor, gate: Tensor, frames: int) -> Tensor:
     """x: (B, N, D) tokens of ``frames`` latent frames; gate: (B, frames, D), one gate per frame."""
     B, N, D = x.shape
@@ -104,19 +118,30 @@ class Block(nn.Module):
         self.ffn = FeedForward(d, cfg.ffn_dim, cfg.gated_ffn, cfg.gelu_approximate)
         self.ffn_post_norm = Norm(d, cfg.norm_eps)
 
-    def self_attention(self, h: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None,
+    def self_attention(self, h: Tensor, rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks,
                        kv_cache: ChunkKVCache | None, tokens_per_chunk: int) -> Tensor:
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
         q, k, v = self.qkv(h).split([H * Dh, Hkv * Dh, Hkv * Dh], dim=-1)
         q = rearrange(self.q_norm(q.unflatten(-1, (H, Dh))), "b n h d -> b h n d")  # (B, H, N, Dh)
         k = rearrange(self.k_norm(k.unflatten(-1, (Hkv, Dh))), "b n h d -> b h n d")  # (B, Hkv, N, Dh)
         v = rearrange(v, "b n (h d) -> b h n d", h=Hkv)
+        return rearrange(self.attend_cached(q, k, v, rope, masks, kv_cache, tokens_per_chunk), "b h n d -> b n (h d)")
+
+    def attend_cached(self, q: Tensor, k: Tensor, v: Tensor, rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks,
+                      kv_cache: ChunkKVCache | None, tokens_per_chunk: int) -> Tensor:
+        """Self-attention of the input tokens' q (B, H, N, Dh), k, v (B, Hkv, N, Dh), before RoPE, over the
+        cached clean chunks and themselves; the context-free rows over themselves only. -> (B, H, N, Dh)"""
+        cos, sin = rope  # (Nc + N, R)
+        n, free = q.shape[2], masks.free_rows
+        q = self.apply_rope(q, cos[-n:], sin[-n:])
+        if free:  # the last rows: keys of the input tokens only, outside the cache
+            q, q_free = q[:-free], q[-free:]
+            k, k_free = k[:-free], self.apply_rope(k[-free:], cos[-n:], sin[-n:])
+            v, v_free = v[:-free], v[-free:]
         if kv_cache is not None:
             k, v = kv_cache.extend(self.index, k, v, tokens_per_chunk)  # (B, Hkv, Nc + N, Dh)
-        cos, sin = rope
-        q = self.apply_rope(q, cos[-q.shape[2]:], sin[-q.shape[2]:])
-        k = self.apply_rope(k, cos, sin)
-        return rearrange(attend(q, k, v, mask), "b h n d -> b n (h d)")
+        out = attend(q, self.apply_rope(k, cos, sin), v, masks.keys)
+        return torch.cat([out, attend(q_free, k_free, v_free, masks.free)]) if free else out
 
     def text_keys_values(self, text: Tensor) -> tuple[Tensor, Tensor]:
         """text: (B, L, D) embedded text -> normed keys and values (B, Hkv, L, Dh) of the cross-attention."""
@@ -134,12 +159,12 @@ class Block(nn.Module):
         return rearrange(attend(q, k, v, cross_mask), "b h n d -> b n (h d)")
 
     def forward(self, x: Tensor, cond: Tensor, text: Tensor | tuple[Tensor, Tensor], cross_mask: Tensor | None,
-                rope: tuple[Tensor, Tensor], mask: Tensor | None, kv_cache: ChunkKVCache | None,
+                rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks, kv_cache: ChunkKVCache | None,
                 tokens_per_chunk: int) -> Tensor:
         frames = cond.shape[1]
         gate_a, gate_f = softcap(self.modulation(F.silu(cond)), self.cap).chunk(2, dim=-1)  # (B, T, D) each
         h = self.attn_norm(x)
-        a = torch.cat([self.self_attention(h, rope, mask, kv_cache, tokens_per_chunk),
+        a = torch.cat([self.self_attention(h, rope, masks, kv_cache, tokens_per_chunk),
                        self.cross_attention(h, text, cross_mask)], dim=-1)  # (B, N, 2 * H * Dh)
         x = x + self.attn_post_norm(gated(self.attn_out(a), gate_a, frames))
         f = self.ffn(self.ffn_norm(x))
@@ -232,26 +257,22 @@ class DiT(nn.Module):
         return (magi_rope(table, self.rope["bands"]) if self.cfg.rope == "magi" else table), mask
 
     @staticmethod
-    def hide_clean_chunks(mask: Tensor | None, rows: Tensor, kv_cache: ChunkKVCache | None, tokens_per_chunk: int,
-                          num_tokens: int, dtype: torch.dtype) -> Tensor | None:
-        """The self-attention mask (N, Nc + N) or None -> (B, 1, N, Nc + N) additive, where the queries of the
-        chunks in flight of ``rows`` (B,) see none of the clean keys (cached chunks and chunks being admitted).
-        The clean chunks' own queries keep their keys: no query is left with none."""
-        if kv_cache is None:
-            raise ValueError("context_free needs a kv_cache: it is what tells clean chunks from those in flight")
-        admitted = kv_cache.pending_chunks * tokens_per_chunk
-        clean = kv_cache.num_chunks * tokens_per_chunk + admitted  # keys of clean chunks come first
-        if clean == 0:
-            return mask
-        hidden = torch.zeros(rows.shape[0], 1, num_tokens, clean + num_tokens - admitted, dtype=dtype,
-                             device=rows.device)  # (B, 1, N, Nc + N)
-        hidden[rows, :, admitted:, :clean] = float("-inf")
-        return hidden if mask is None else hidden + mask
+    def context_free_mask(mask: Tensor | None, admitted_tokens: int, num_tokens: int, dtype: torch.dtype,
+                          device: torch.device) -> Tensor | None:
+        """The context-free rows' mask (N, N) among the N input tokens, from the block-causal ``mask``
+        (N, Nc + N) or None: the chunks in flight see none of the ``admitted_tokens`` (the clean chunks that
+        lead the input); those keep their own keys, so no query is left with none."""
+        if admitted_tokens == 0:
+            return None if mask is None else mask[:, -num_tokens:]
+        own = (torch.zeros(num_tokens, num_tokens, dtype=dtype, device=device) if mask is None
+               else mask[:, -num_tokens:].clone())
+        own[admitted_tokens:, :admitted_tokens] = float("-inf")
+        return own
 
     def forward(self, latents: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None,
                 kv_cache: ChunkKVCache | None = None, step_size: Tensor | None = None,
                 drop_context: Tensor | None = None, unconditional: Tensor | None = None,
-                text_kv: TextKV | None = None, context_free: Tensor | None = None) -> Tensor:
+                text_kv: TextKV | None = None, context_free: int = 0) -> Tensor:
         """Velocity of ``latents`` (B, C, T, H, W) at noise levels ``t`` (B, T), one per latent frame.
 
         Shortcut models (``cfg.step_conditioning``) also take the step size ``step_size`` (B, T) that the
@@ -273,9 +294,10 @@ class DiT(nn.Module):
         ``text_kv``: ``self.text_kv(context)`` computed beforehand (a sampler does it once per text); the
         same result as without it.
 
-        ``context_free`` (B,) bool, with ``kv_cache``: those rows' chunks in flight attend to no clean chunk
+        ``context_free`` = n > 0, with ``kv_cache``: the last n rows' chunks in flight attend to no clean chunk
         (neither the cached ones nor those being admitted), only to each other, as if generated without
-        context (text_and_prefix guidance's third branch, batched with the other two).
+        context (text_and_prefix guidance's third branch, batched with the other two). Their attention runs
+        over the input tokens alone and the cache holds only the other rows.
         """
         cfg, p = self.cfg, self.cfg.patch_size
         B, C, T, H, W = latents.shape
@@ -331,11 +353,18 @@ class DiT(nn.Module):
         rope, mask = self.positions(cached_frames + T, T, h, w, x.device, x.dtype)
         tokens_per_chunk = cfg.chunk_frames * h * w
 
-        if context_free is not None:
-            mask = self.hide_clean_chunks(mask, context_free, kv_cache, tokens_per_chunk, x.shape[1], x.dtype)
+        masks = SelfAttentionMasks(mask)
+        if context_free:
+            if kv_cache is None:
+                raise ValueError("context_free needs a kv_cache: it is what tells clean chunks from those in flight")
+            if not 0 < context_free < B:
+                raise ValueError(f"context_free={context_free} rows of {B}: needs 0 < context_free < {B}")
+            admitted = kv_cache.pending_chunks * tokens_per_chunk
+            masks = SelfAttentionMasks(mask, context_free, self.context_free_mask(mask, admitted, x.shape[1], x.dtype,
+                                                                                x.device))
 
         for block, text in zip(self.blocks, texts, strict=True):
-            x = block(x, cond, text, cross_mask, rope, mask, kv_cache, tokens_per_chunk)
+            x = block(x, cond, text, cross_mask, rope, masks, kv_cache, tokens_per_chunk)
 
         x = self.final_proj(self.final_norm(x))  # (B, N, C * p * p)
         x = rearrange(x, "b (t h w) (c p q) -> b c t (h p) (w q)", t=T, h=h, w=w, p=p, q=p)

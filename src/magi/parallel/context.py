@@ -28,7 +28,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from magi.models.attention import attend
-from magi.models.dit import Block, DiT
+from magi.models.dit import Block, DiT, SelfAttentionMasks
 from magi.models.kv_cache import ChunkKVCache
 from magi.models.layers import apply_rope, softcap
 from magi.models.vae import Block as VAEBlock
@@ -76,7 +76,7 @@ class ContextParallelBlock(nn.Module):
         return self.block.text_keys_values(text)  # every rank holds all text tokens
 
     def forward(self, x: Tensor, cond: Tensor, text: Tensor | tuple[Tensor, Tensor], cross_mask: Tensor | None,
-                rope: tuple[Tensor, Tensor], mask: Tensor | None, kv_cache: ChunkKVCache | None,
+                rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks, kv_cache: ChunkKVCache | None,
                 tokens_per_chunk: int) -> Tensor:
         blk, P, rank = self.block, dist.get_world_size(self.group), dist.get_rank(self.group)
         if self.first:
@@ -92,13 +92,13 @@ class ContextParallelBlock(nn.Module):
             # (B, 1, N, K * L) mask
             cross_mask = cross_mask[:, :, rank * n_local:(rank + 1) * n_local]
         h = blk.attn_norm(x)
-        a = torch.cat([self.self_attention(h, rope, mask, kv_cache, tokens_per_chunk),
+        a = torch.cat([self.self_attention(h, rope, masks, kv_cache, tokens_per_chunk),
                        blk.cross_attention(h, text, cross_mask)], dim=-1)
         x = x + blk.attn_post_norm(blk.attn_out(a) * gate_a)
         x = x + blk.ffn_post_norm(blk.ffn(blk.ffn_norm(x)) * gate_f)
         return gather_tokens(x, self.group) if self.last else x
 
-    def self_attention(self, h: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None,
+    def self_attention(self, h: Tensor, rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks,
                        kv_cache: ChunkKVCache | None, tokens_per_chunk: int) -> Tensor:
         blk, g = self.block, self.group
         H, Hkv, Dh = blk.num_heads, blk.num_kv_heads, blk.head_dim
@@ -107,12 +107,8 @@ class ContextParallelBlock(nn.Module):
         k = rearrange(blk.k_norm(k.unflatten(-1, (Hkv, Dh))), "b n h d -> b h n d")
         v = rearrange(v, "b n (h d) -> b h n d", h=Hkv)
         q, k, v = tokens_to_heads(q, g), tokens_to_heads(k, g), tokens_to_heads(v, g)  # (B, H/P, N, Dh)
-        if kv_cache is not None:
-            k, v = kv_cache.extend(blk.index, k, v, tokens_per_chunk)  # this rank's heads, all tokens
-        cos, sin = rope
-        q = blk.apply_rope(q, cos[-q.shape[2]:], sin[-q.shape[2]:])
-        k = blk.apply_rope(k, cos, sin)
-        out = heads_to_tokens(attend(q, k, v, mask), g)  # (B, H, N/P, Dh)
+        # the cache holds this rank's heads of all tokens
+        out = heads_to_tokens(blk.attend_cached(q, k, v, rope, masks, kv_cache, tokens_per_chunk), g)  # (B, H, N/P, Dh)
         return rearrange(out, "b h n d -> b n (h d)")
 
 

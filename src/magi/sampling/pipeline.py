@@ -152,7 +152,7 @@ def conditioning_frames(request: Request, cfg: RunConfig) -> np.ndarray | None:
     return None
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def encode_conditioning(pipe: Pipeline, frames: np.ndarray) -> Tensor:
     """(P, H, W, 3) uint8 -> clean latents (1, C, ceil(P / stride), h, w); a lone image becomes a still clip."""
     video = frames_to_tensor(frames)[None]  # (1, 3, P, H, W)
@@ -167,7 +167,7 @@ def reencode(pipe: Pipeline, latents: Tensor) -> Tensor:
     return pipe.vae.encode(pipe.vae.decode(latents.float()).clamp(-1.0, 1.0)).to(latents.dtype)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_frames(pipe: Pipeline, request: Request,
                     progress: Callable[[int, int], None] | None = None) -> Iterator[np.ndarray]:
     """Yield uint8 frame batches (n, H, W, 3): the conditioning frames first (if asked), then each chunk."""
