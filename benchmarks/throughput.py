@@ -4,8 +4,9 @@
         [--samplers "preset;window_size=4,context_chunks=4"] [--threads N]
 
 FLOPs are counted exactly by torch's FlopCounterMode during one generation (matmuls, and attention through
-the formula that benchmarks/measure.py registers for the CPU kernel); the peak is the best of several large
-fp32 matmuls on this machine with the same threads. Real-time factor = compute seconds per second of
+the formula that benchmarks/measure.py registers for the CPU kernel); the peak is the best of large fp32
+matmuls on this machine with the same threads, timed alternately with each row's generations (the speed of
+a shared machine drifts: MFU divides two bests of the same minutes). Real-time factor = compute seconds per second of
 generated video (< 1 is faster than real time). Random weights: timing does not depend on them. DiT only
 (the VAE decode is timed separately in the last column). ``--batch B`` generates B videos (seeds) in one
 pass (the sampler takes a batch): per-frame numbers are over the frames of all B videos. ``--rebuild_tables``
@@ -13,8 +14,11 @@ adds, beside every row, the same generation with the DiT's per-shape RoPE tables
 forward (as before they were kept), and ``--text_every_forward`` with the text's cross-attention keys and
 values projected again in every forward (as before the sampler computed them once), and
 ``--separate_uncond`` with text_and_prefix guidance's unconditional branch in a forward of its own (as before
-it was batched with the other two), timed alternately with it; the MFU of these rows counts the FLOPs of the
-shipped generation. ``--samplers`` lists sampler variants, each
+it was batched with the other two), and ``--no_grad`` with the sampler under ``torch.no_grad`` instead of
+``torch.inference_mode`` (autograd's bookkeeping kept, as before), timed alternately with it; the MFU of
+these rows counts the FLOPs of the shipped generation. ``--overhead`` adds the same generation at one token per
+latent frame (the same operations on almost no data: the time that does not shrink with the tokens, per-op
+dispatch and Python; no MFU). ``--samplers`` lists sampler variants, each
 ``preset`` or comma-separated overrides of the preset's sampler (e.g. MAGI-1's 4 chunks in flight on 4 clean
 chunks against physics-64's 1 on 2): one row each.
 """
@@ -32,7 +36,10 @@ from magi.config import apply_overrides
 from magi.models.dit import DiT
 from magi.models.vae import TransformerVAE
 from magi.presets import get_preset
+from magi.sampling import sampler as sampler_module
 from magi.sampling.sampler import generate
+
+FLOOR = "1 token per frame"
 
 
 def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
@@ -58,13 +65,16 @@ def main() -> None:
                         help="also time each generation with the text projected in every forward")
     parser.add_argument("--separate_uncond", action="store_true",
                         help="also time each guided generation with the unconditional branch in its own forward")
+    parser.add_argument("--no_grad", action="store_true",
+                        help="also time each generation under no_grad instead of inference_mode")
+    parser.add_argument("--overhead", action="store_true",
+                        help="also time each generation at one token per latent frame (the per-op floor)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    peak = matmul_peak()
-    print(f"# peak fp32 matmul: {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+    print(f"# peak fp32 matmul: {matmul_peak() / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads at the start")
     print("| preset | sampler | videos | steps | guidance | variant | DiT GFLOP / frame | attention share | "
-          "s / frame | MFU | real-time factor | VAE decode s / frame | peak RSS MiB |")
-    print("|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "s / frame | peak GFLOP/s beside | MFU | real-time factor | VAE decode s / frame | peak RSS MiB |")
+    print("|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     sampler_variants = args.samplers.split(";")
     for name in args.presets.split(","):
         cfg = get_preset(name)
@@ -92,18 +102,24 @@ def main() -> None:
                     variants["tables rebuilt"] = lambda run=run, dit=dit: rebuilding_tables(dit, run)
                 if args.text_every_forward:
                     variants["text every forward"] = lambda run=run, dit=dit: projecting_text_every_forward(dit, run)
+                if args.no_grad:
+                    variants["no_grad"] = lambda run=run: under_no_grad(run)
                 if args.separate_uncond and guidance == "text_and_prefix":
                     variants["unconditional apart"] = lambda run=run: run(batch_guidance=False)
-                best = dict.fromkeys(variants, float("inf"))
+                if args.overhead:
+                    p = cfg.dit.patch_size
+                    variants[FLOOR] = lambda run=run, c=shape[0], p=p: run(shape=(c, p, p))
+                best, peak = dict.fromkeys(variants, float("inf")), 0.0
                 for _ in range(2 if len(variants) == 1 else 6):  # alternate: same machine state for all
                     best = {v: min(best[v], timed(f)) for v, f in variants.items()}
+                    peak = max(peak, matmul_peak(repeats=2))
                 with torch.no_grad():
                     decode = timed(lambda vae=vae, latents=latents: list(vae.iter_decode(latents)))
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 for variant, seconds in best.items():
                     print(f"| {name} | {variant_name} | {batch} | {steps} | {guidance} | {variant} | "
-                          f"{flops / frames / 1e9:.3f} | "
-                          f"{attention:.0%} | {seconds / frames:.4f} | {flops / seconds / peak:.0%} | "
+                          f"{flops / frames / 1e9:.3f} | {attention:.0%} | {seconds / frames:.4f} | "
+                          f"{peak / 1e9:.1f} | {'-' if variant == FLOOR else f'{flops / seconds / peak:.0%}'} | "
                           f"{seconds / frames * cfg.video.fps:.3f} | {decode / frames:.4f} | {rss:.0f} |",
                           flush=True)
 
@@ -124,6 +140,17 @@ def projecting_text_every_forward(dit: DiT, run):
         return run()
     finally:
         del dit.text_kv
+
+
+def under_no_grad(run):
+    """``run()`` with the sampler under ``torch.no_grad`` (autograd still tracks versions and views) instead of
+    the ``torch.inference_mode`` it is decorated with."""
+    shipped = sampler_module.iter_generate
+    sampler_module.iter_generate = torch.no_grad()(shipped.__wrapped__)  # generate() looks it up in the module
+    try:
+        return run()
+    finally:
+        sampler_module.iter_generate = shipped
 
 
 if __name__ == "__main__":
