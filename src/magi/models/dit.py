@@ -359,9 +359,9 @@ class DiT(nn.Module):
                 raise ValueError("context_free needs a kv_cache: it is what tells clean chunks from those in flight")
             if not 0 < context_free < B:
                 raise ValueError(f"context_free={context_free} rows of {B}: needs 0 < context_free < {B}")
-            admitted = kv_cache.pending_chunks * tokens_per_chunk
-            masks = SelfAttentionMasks(mask, context_free, self.context_free_mask(mask, admitted, x.shape[1], x.dtype,
-                                                                                x.device))
+            admitted = kv_cache.pending_chunks * tokens_per_chunk  # the clean chunks leading the input
+            free = self.context_free_mask(mask, admitted, x.shape[1], x.dtype, x.device)  # (N, N) or None
+            masks = SelfAttentionMasks(mask, context_free, free)
 
         for block, text in zip(self.blocks, texts, strict=True):
             x = block(x, cond, text, cross_mask, rope, masks, kv_cache, tokens_per_chunk)
