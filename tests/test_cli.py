@@ -12,6 +12,7 @@ from PIL import Image
 
 from magi.cli import main
 from magi.config import RunConfig
+from magi.errors import InputError
 from magi.io.video import read_video, write_video
 from magi.io.weights import save_weights
 from magi.models.dit import DiT
@@ -151,3 +152,26 @@ def test_reference_layout_checkpoint_without_config_names_the_fix(inputs, capsys
                  "--checkpoint", str(folder)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "reference layout" in err[0] and "--preset" in err[0], err
+
+
+@pytest.mark.parametrize("mode", ["t2v", "v2v"])
+def test_requests_generated_together_give_each_its_own_video(mode):
+    from magi.sampling.pipeline import Request, build_pipeline, generate_batch, generate_frames
+
+    cfg = get_preset("tiny")
+    cfg = replace(cfg, text=replace(cfg.text, kind="hash"), sampler=replace(cfg.sampler, steps=4))
+    pipe = build_pipeline(cfg)
+    prefix = clip(cfg.frames_per_chunk) if mode == "v2v" else None
+    requests = [Request(mode=mode, prompt=prompt, seed=seed, prefix_video=prefix, num_frames=cfg.frames_per_chunk + 4)
+                for prompt, seed in (("a red ball falls", 3), ("two blue boxes slide apart on the floor", 8))]
+    pieces = list(generate_batch(pipe, requests))
+    for i, request in enumerate(requests):
+        together = np.concatenate([piece[i] for piece in pieces]).astype(int)
+        alone = np.concatenate(list(generate_frames(pipe, request))).astype(int)
+        shown = 0 if prefix is None else len(prefix)  # the conditioning frames come first
+        assert together.shape == alone.shape == (shown + request.num_frames, 64, 64, 3)
+        assert np.abs(together - alone).max() <= 1  # the same video, up to float rounding
+    first = np.concatenate([piece[0] for piece in pieces]).astype(int)
+    assert np.abs(first - np.concatenate([piece[1] for piece in pieces]).astype(int)).max() > 10
+    with pytest.raises(InputError, match="must agree on mode, num_frames"):
+        next(generate_batch(pipe, [requests[0], replace(requests[1], num_frames=3)]))

@@ -185,3 +185,14 @@ def test_reencode_gives_the_context_and_the_output_the_reencoded_chunks(model, d
     last = calls[-1]  # the last forward sees chunks 0-2 as context: the re-encoded (yielded) ones
     assert last.shape[2] == 4 * F and torch.equal(last[:, :, :3 * F], recomputed[:, :, :3 * F])
     assert not torch.allclose(generate(model, cfg, ctx, mask, **kw), recomputed)
+
+
+def test_a_sequence_of_seeds_gives_each_video_its_own(model, dit_cfg, sampler_cfg):
+    ctx, mask = context(dit_cfg)
+    kw = dict(num_chunks=2, latent_shape=(dit_cfg.in_channels, 8, 8))
+    both = generate(model, sampler_cfg, ctx, mask, seed=[5, 11], **kw)
+    for i, seed in enumerate((5, 11)):
+        alone = generate(model, sampler_cfg, ctx[i:i + 1], mask[i:i + 1], seed=seed, **kw)
+        torch.testing.assert_close(both[i:i + 1], alone, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="1 seeds for 2 videos"):
+        generate(model, sampler_cfg, ctx, mask, seed=[5], **kw)

@@ -1,12 +1,13 @@
 """From a prompt (and an image or a prefix video) to video frames: text encoder -> sampler -> VAE.
 
-``generate_frames`` streams uint8 frames chunk by chunk, so memory does not grow with video length.
+``generate_frames`` streams uint8 frames chunk by chunk, so memory does not grow with video length;
+``generate_batch`` does the same for several requests in one sampler pass.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -171,35 +172,59 @@ def reencode(pipe: Pipeline, latents: Tensor) -> Tensor:
 def generate_frames(pipe: Pipeline, request: Request,
                     progress: Callable[[int, int], None] | None = None) -> Iterator[np.ndarray]:
     """Yield uint8 frame batches (n, H, W, 3): the conditioning frames first (if asked), then each chunk."""
+    for (frames,) in generate_batch(pipe, [request], progress):
+        yield frames
+
+
+@torch.inference_mode()
+def generate_batch(pipe: Pipeline, requests: Sequence[Request],
+                   progress: Callable[[int, int], None] | None = None) -> Iterator[list[np.ndarray]]:
+    """Several requests in one sampler pass: yield, per chunk, a list of uint8 frames (n, H, W, 3), one per
+    request (the conditioning frames first, if asked). Each video is its own seed's, as if generated alone up
+    to float rounding; B videos fill the matmuls that one leaves small (docs/benchmarks.md). The requests
+    must agree on mode, num_frames, include_prefix, use_kv_cache and the number of conditioning frames."""
     cfg = pipe.cfg
-    validate(request, cfg)
+    if not requests:
+        raise InputError("no requests to generate")
+    for request in requests:
+        validate(request, cfg)
+    first = requests[0]
+    shared = [(r.mode, r.num_frames, r.include_prefix, r.use_kv_cache) for r in requests]
+    if len(set(shared)) > 1:
+        raise InputError("requests generated together must agree on mode, num_frames, include_prefix and "
+                         f"use_kv_cache; got {sorted(set(shared))}")
     stride, chunk_frames = cfg.vae.patch_t, cfg.dit.chunk_frames
     latent_shape = (cfg.dit.latent_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
 
-    condition = conditioning_frames(request, cfg)
-    prefix = Prefix(encode_conditioning(pipe, condition)) if condition is not None else None
+    conditions = [conditioning_frames(request, cfg) for request in requests]
+    if first.mode != "t2v" and len({len(c) for c in conditions}) > 1:
+        raise InputError("requests generated together need as many conditioning frames each; got "
+                         f"{[len(c) for c in conditions]}")
+    prefix = None if first.mode == "t2v" else Prefix(torch.cat([encode_conditioning(pipe, c) for c in conditions]))
     opening = 0 if prefix is None else prefix.latents.shape[2] % chunk_frames
-    latent_frames = opening + math.ceil(request.num_frames / stride)
+    latent_frames = opening + math.ceil(first.num_frames / stride)
     num_chunks = math.ceil(latent_frames / chunk_frames)
 
-    context, mask = pipe.text.encode([request.prompt])
+    context, mask = pipe.text.encode([request.prompt for request in requests])  # (B, L, Dc), (B, L)
     sampler, max_length, negative = cfg.sampler, cfg.dit.context_max_length, None
     if sampler.special_tokens:  # one text per chunk: MAGI-1's special tokens in front of the caption
         context, mask = chunk_texts(context, mask, num_chunks, pipe.special_tokens, sampler.special_tokens,
                                     max_length)
     if sampler.negative_special_tokens:
-        negative = negative_text(*pipe.dit.unconditional_context(1), pipe.special_tokens,
+        negative = negative_text(*pipe.dit.unconditional_context(len(requests)), pipe.special_tokens,
                                  sampler.negative_special_tokens, max_length)
     total = num_steps(num_chunks, sampler)
     chunks = iter_generate(pipe.dit, sampler, context, mask, num_chunks=num_chunks, latent_shape=latent_shape,
-                           prefix=prefix, seed=request.seed, use_kv_cache=request.use_kv_cache,
+                           prefix=prefix, seed=[request.seed for request in requests],
+                           use_kv_cache=first.use_kv_cache,
                            progress=None if progress is None else (lambda done: progress(done, total)),
                            negative=negative,
                            reencode=(lambda z: reencode(pipe, z)) if sampler.reencode_context else None)
-    if request.include_prefix and condition is not None:
-        yield condition
-    skip, remaining = opening * stride, request.num_frames
+    if first.include_prefix and prefix is not None:
+        yield conditions
+    skip, remaining = opening * stride, first.num_frames
     for latents in chunks:
-        frames = tensor_to_frames(pipe.vae.decode(latents.float())[0])[skip:remaining + skip]  # (n, H, W, 3)
-        skip, remaining = 0, remaining - frames.shape[0]
+        videos = pipe.vae.decode(latents.float())  # (B, 3, n, H, W)
+        frames = [tensor_to_frames(video)[skip:remaining + skip] for video in videos]  # (n, H, W, 3) each
+        skip, remaining = 0, remaining - frames[0].shape[0]
         yield frames
