@@ -248,3 +248,22 @@ def test_mini_eval_end_to_end_with_overrides(tmp_path):
     assert saved.sampler.steps == 4 and saved.sampler.text_scales == (3.0, 3.0, 3.0, 1.0, 1.0)
     assert main(args + ["--out", str(tmp_path / "bad"), "--set", "sampler.steps=three"]) == 2
     assert not (tmp_path / "bad" / "config.json").exists()
+
+
+def test_mini_eval_cases_generated_together_are_the_cases_generated_alone(tmp_path, capsys):
+    """--batch 2 over 3 cases (a pair, then the last one alone) writes the videos that --batch 1 writes."""
+    from magi.eval.layout import read_clip
+
+    data = tmp_path / "data"
+    args = ["eval", "physics-iq-mini", "--profile", "tiny", "--limit", "1", "--preset", "tiny", "--modes", "i2v",
+            "--data", str(data), "--previews", "0", "--no-progress", "--set", "sampler.steps=4"]
+    for batch in (1, 2):
+        assert main(args + ["--out", str(tmp_path / f"b{batch}"), "--batch", str(batch)]) == 0
+    alone = sorted((tmp_path / "b1" / "generated" / "i2v").iterdir())
+    assert len(alone) == 3
+    for path in alone:
+        a = read_clip(path)[0].astype(int)
+        b = read_clip(tmp_path / "b2" / "generated" / "i2v" / path.name)[0].astype(int)
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1
+    assert main(args + ["--out", str(tmp_path / "b0"), "--batch", "0"]) == 2
+    assert "--batch must be at least 1" in capsys.readouterr().err

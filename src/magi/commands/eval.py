@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--profile", choices=["mini", "tiny"], default="mini")
     m.add_argument("--limit", type=int, help="only the first N scenarios (x 3 views)")
     m.add_argument("--previews", type=int, default=2, help="side-by-side mp4s per submission")
+    m.add_argument("--batch", type=int, default=1,
+                   help="cases generated together in one sampler pass (same videos up to float rounding; "
+                        "faster for small models, more memory)")
     m.add_argument("--no-progress", action="store_true")
     m.set_defaults(func=run_physics_iq_mini)
 
@@ -110,6 +113,8 @@ def run_physics_iq_mini(args: argparse.Namespace) -> int:
         raise InputError(f"--modes must be a comma-separated subset of {','.join(MODES)}, got '{args.modes}'")
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
+    if args.batch < 1:
+        raise InputError(f"--batch must be at least 1, got {args.batch}")
     from magi.config import apply_overrides
 
     cfg = apply_overrides(_resolve_config(args), args.set)
@@ -131,7 +136,7 @@ def run_physics_iq_mini(args: argparse.Namespace) -> int:
 
     pipe = build_pipeline(cfg)
     predictions = generate_predictions(pipe, data, args.out / "generated", modes, args.seed, args.limit,
-                                       _progress(not args.no_progress, "generate"))
+                                       _progress(not args.no_progress, "generate"), batch=args.batch)
     submissions = {f"{cfg.name} {mode}": folder for mode, folder in predictions.items()} | folders
     cache = RealCache(data, MINI, scenarios=args.limit)
     results = [score_folder(cache, folder, name, _progress(not args.no_progress, f"score {name}"))

@@ -83,15 +83,18 @@ def _cases(items: Iterable[Case], progress: Callable[[Iterable], Iterable] | Non
 
 
 def generate_predictions(pipe, data_root: Path, out_dir: Path, modes: Iterable[str], seed: int,
-                         limit: int | None = None, progress: Callable[[Iterable], Iterable] | None = None
-                         ) -> dict[str, Path]:
+                         limit: int | None = None, progress: Callable[[Iterable], Iterable] | None = None,
+                         batch: int = 1) -> dict[str, Path]:
     """Model predictions for every case: ``out_dir/{mode}/{ID}_{view}_{scenario}.npz``; returns mode -> folder.
 
-    ``pipe`` is a ``magi.sampling.pipeline.Pipeline``; each case uses seed ``seed + int(ID)``.
+    ``pipe`` is a ``magi.sampling.pipeline.Pipeline``; each case uses seed ``seed + int(ID)``. ``batch`` cases
+    are generated together in one sampler pass (the same videos up to float rounding, in less time on small
+    models: docs/benchmarks.md).
     """
-    from magi.io.video import read_image
-    from magi.sampling.pipeline import Request, generate_frames
+    from magi.sampling.pipeline import Request, generate_batch
 
+    if batch < 1:
+        raise InputError(f"batch={batch} must be at least 1")
     real = data_cases(data_root, limit)
     cfg = pipe.cfg
     num_frames = real.num_frames
@@ -101,28 +104,39 @@ def generate_predictions(pipe, data_root: Path, out_dir: Path, modes: Iterable[s
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
         folder = Path(out_dir) / mode
         folder.mkdir(parents=True, exist_ok=True)
-        for case in _cases(real.cases, progress):
+        pending: list[tuple[Path, Request]] = []
+        for index, case in enumerate(_cases(real.cases, progress)):
             path = folder / clip_name(case)
-            if _done(path, num_frames):
-                continue
-            if mode == "i2v":
-                if case.switch_frame is None:
-                    raise InputError(f"case {case.label} has no switch frame in '{data_root / 'switch-frames'}'")
-                request = Request(mode="i2v", prompt=case.caption or case.family, image=read_image(case.switch_frame),
-                                  num_frames=num_frames, seed=seed + int(case.id), include_prefix=False)
-            else:
-                if case.conditioning is None:
-                    raise InputError(f"case {case.label} has no conditioning clip")
-                prefix, _ = read_clip(case.conditioning)
-                if len(prefix) < cfg.frames_per_chunk:
-                    raise InputError(f"v2v needs at least {cfg.frames_per_chunk} conditioning frames (one chunk); "
-                                     f"'{case.conditioning}' has {len(prefix)} (use --profile mini or --modes i2v)")
-                request = Request(mode="v2v", prompt=case.caption or case.family, prefix_video=prefix,
-                                  num_frames=num_frames, seed=seed + int(case.id), include_prefix=False)
-            frames = np.concatenate(list(generate_frames(pipe, request)))[:num_frames]  # (N, H, W, 3)
-            save_clip(path, frames, cfg.video.fps)
+            if not _done(path, num_frames):
+                pending.append((path, _request(case, mode, data_root, num_frames, seed, cfg.frames_per_chunk)))
+            if pending and (len(pending) == batch or index == len(real.cases) - 1):
+                pieces = list(generate_batch(pipe, [request for _, request in pending]))
+                for i, (path, _) in enumerate(pending):
+                    frames = np.concatenate([piece[i] for piece in pieces])[:num_frames]  # (N, H, W, 3)
+                    save_clip(path, frames, cfg.video.fps)
+                pending = []
         folders[mode] = folder
     return folders
+
+
+def _request(case: Case, mode: str, data_root: Path, num_frames: int, seed: int, chunk_frames: int):
+    """The generation request of ``case``: i2v from its switch frame, v2v from its conditioning clip."""
+    from magi.io.video import read_image
+    from magi.sampling.pipeline import Request
+
+    if mode == "i2v":
+        if case.switch_frame is None:
+            raise InputError(f"case {case.label} has no switch frame in '{data_root / 'switch-frames'}'")
+        return Request(mode="i2v", prompt=case.caption or case.family, image=read_image(case.switch_frame),
+                       num_frames=num_frames, seed=seed + int(case.id), include_prefix=False)
+    if case.conditioning is None:
+        raise InputError(f"case {case.label} has no conditioning clip")
+    prefix, _ = read_clip(case.conditioning)
+    if len(prefix) < chunk_frames:
+        raise InputError(f"v2v needs at least {chunk_frames} conditioning frames (one chunk); "
+                         f"'{case.conditioning}' has {len(prefix)} (use --profile mini or --modes i2v)")
+    return Request(mode="v2v", prompt=case.caption or case.family, prefix_video=prefix,
+                   num_frames=num_frames, seed=seed + int(case.id), include_prefix=False)
 
 
 def write_baselines(data_root: Path, out_dir: Path, limit: int | None = None,
