@@ -16,11 +16,15 @@ import dataclasses
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from magi.errors import InputError
 from magi.eval.layout import Case, RealSet, find_cases, fps_folders, read_clip
+
+if TYPE_CHECKING:  # the pipeline (torch, the networks) is imported only when generating
+    from magi.sampling.pipeline import Request
 
 MODES = ("i2v", "v2v")
 BASELINES = ("copy-last", "oracle", "take-2")
@@ -91,8 +95,6 @@ def generate_predictions(pipe, data_root: Path, out_dir: Path, modes: Iterable[s
     are generated together in one sampler pass (the same videos up to float rounding, in less time on small
     models: docs/benchmarks.md).
     """
-    from magi.sampling.pipeline import Request, generate_batch
-
     if batch < 1:
         raise InputError(f"batch={batch} must be at least 1")
     real = data_cases(data_root, limit)
@@ -104,22 +106,39 @@ def generate_predictions(pipe, data_root: Path, out_dir: Path, modes: Iterable[s
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
         folder = Path(out_dir) / mode
         folder.mkdir(parents=True, exist_ok=True)
-        pending: list[tuple[Path, Request]] = []
-        for index, case in enumerate(_cases(real.cases, progress)):
+        pending: list[tuple[Path, Request]] = []  # generated together: as many conditioning frames each
+        for case in _cases(real.cases, progress):
             path = folder / clip_name(case)
-            if not _done(path, num_frames):
-                pending.append((path, _request(case, mode, data_root, num_frames, seed, cfg.frames_per_chunk)))
-            if pending and (len(pending) == batch or index == len(real.cases) - 1):
-                pieces = list(generate_batch(pipe, [request for _, request in pending]))
-                for i, (path, _) in enumerate(pending):
-                    frames = np.concatenate([piece[i] for piece in pieces])[:num_frames]  # (N, H, W, 3)
-                    save_clip(path, frames, cfg.video.fps)
-                pending = []
+            if _done(path, num_frames):
+                continue
+            request = _request(case, mode, data_root, num_frames, seed, cfg.frames_per_chunk)
+            if pending and _conditioning_frames(request) != _conditioning_frames(pending[0][1]):
+                _generate_together(pipe, pending, num_frames)
+            pending.append((path, request))
+            if len(pending) == batch:
+                _generate_together(pipe, pending, num_frames)
+        if pending:
+            _generate_together(pipe, pending, num_frames)
         folders[mode] = folder
     return folders
 
 
-def _request(case: Case, mode: str, data_root: Path, num_frames: int, seed: int, chunk_frames: int):
+def _generate_together(pipe, pending: list[tuple[Path, Request]], num_frames: int) -> None:
+    """Generate the requests of ``pending`` (path, request) in one sampler pass, save each clip, empty it."""
+    from magi.sampling.pipeline import generate_batch
+
+    pieces = list(generate_batch(pipe, [request for _, request in pending]))
+    for i, (path, _) in enumerate(pending):
+        frames = np.concatenate([piece[i] for piece in pieces])[:num_frames]  # (N, H, W, 3)
+        save_clip(path, frames, pipe.cfg.video.fps)
+    pending.clear()
+
+
+def _conditioning_frames(request: Request) -> int:
+    return 1 if request.image is not None else len(request.prefix_video)
+
+
+def _request(case: Case, mode: str, data_root: Path, num_frames: int, seed: int, chunk_frames: int) -> Request:
     """The generation request of ``case``: i2v from its switch frame, v2v from its conditioning clip."""
     from magi.io.video import read_image
     from magi.sampling.pipeline import Request
