@@ -175,3 +175,7 @@ def test_requests_generated_together_give_each_its_own_video(mode):
     assert np.abs(first - np.concatenate([piece[1] for piece in pieces]).astype(int)).max() > 10
     with pytest.raises(InputError, match="must agree on mode, num_frames"):
         next(generate_batch(pipe, [requests[0], replace(requests[1], num_frames=3)]))
+    if mode == "v2v":
+        longer = replace(requests[1], prefix_video=clip(cfg.frames_per_chunk + cfg.vae.patch_t))
+        with pytest.raises(InputError, match="the number of conditioning frames"):
+            next(generate_batch(pipe, [requests[0], longer]))

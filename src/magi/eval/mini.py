@@ -95,6 +95,8 @@ def generate_predictions(pipe, data_root: Path, out_dir: Path, modes: Iterable[s
     are generated together in one sampler pass (the same videos up to float rounding, in less time on small
     models: docs/benchmarks.md).
     """
+    from magi.sampling.pipeline import batch_key
+
     if batch < 1:
         raise InputError(f"batch={batch} must be at least 1")
     real = data_cases(data_root, limit)
@@ -106,13 +108,13 @@ def generate_predictions(pipe, data_root: Path, out_dir: Path, modes: Iterable[s
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
         folder = Path(out_dir) / mode
         folder.mkdir(parents=True, exist_ok=True)
-        pending: list[tuple[Path, Request]] = []  # generated together: as many conditioning frames each
+        pending: list[tuple[Path, Request]] = []  # generated together: one batch_key
         for case in _cases(real.cases, progress):
             path = folder / clip_name(case)
             if _done(path, num_frames):
                 continue
             request = _request(case, mode, data_root, num_frames, seed, cfg.frames_per_chunk)
-            if pending and _conditioning_frames(request) != _conditioning_frames(pending[0][1]):
+            if pending and batch_key(request, cfg) != batch_key(pending[0][1], cfg):
                 _generate_together(pipe, pending, num_frames)
             pending.append((path, request))
             if len(pending) == batch:
@@ -132,10 +134,6 @@ def _generate_together(pipe, pending: list[tuple[Path, Request]], num_frames: in
         frames = np.concatenate([piece[i] for piece in pieces])[:num_frames]  # (N, H, W, 3)
         save_clip(path, frames, pipe.cfg.video.fps)
     pending.clear()
-
-
-def _conditioning_frames(request: Request) -> int:
-    return 1 if request.image is not None else len(request.prefix_video)
 
 
 def _request(case: Case, mode: str, data_root: Path, num_frames: int, seed: int, chunk_frames: int) -> Request:

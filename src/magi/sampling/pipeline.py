@@ -142,15 +142,31 @@ def validate(request: Request, cfg: RunConfig) -> None:
                              f"({cfg.frames_per_chunk} frames)")
 
 
+def conditioning_length(request: Request, cfg: RunConfig) -> int:
+    """How many frames ``conditioning_frames`` gives: 1 for an image, the prefix video cut to a multiple of
+    the VAE's stride, 0 for text alone."""
+    if request.mode == "i2v" and request.image is not None:
+        return 1
+    if request.mode == "v2v" and request.prefix_video is not None:
+        return request.prefix_video.shape[0] // cfg.vae.patch_t * cfg.vae.patch_t
+    return 0
+
+
 def conditioning_frames(request: Request, cfg: RunConfig) -> np.ndarray | None:
     """The conditioning frames at the model's size: (P, H, W, 3) uint8, P a multiple of the VAE's stride."""
-    height, width, stride = cfg.video.height, cfg.video.width, cfg.vae.patch_t
+    height, width = cfg.video.height, cfg.video.width
     if request.mode == "i2v" and request.image is not None:
         return resize_frames(request.image[None], height, width)
     if request.mode == "v2v" and request.prefix_video is not None:
-        usable = request.prefix_video.shape[0] // stride * stride
-        return resize_frames(request.prefix_video[:usable], height, width)
+        return resize_frames(request.prefix_video[:conditioning_length(request, cfg)], height, width)
     return None
+
+
+def batch_key(request: Request, cfg: RunConfig) -> tuple:
+    """What requests generated together (``generate_batch``) must share: mode, num_frames, include_prefix,
+    use_kv_cache and the number of conditioning frames."""
+    return (request.mode, request.num_frames, request.include_prefix, request.use_kv_cache,
+            conditioning_length(request, cfg))
 
 
 @torch.inference_mode()
@@ -182,24 +198,21 @@ def generate_batch(pipe: Pipeline, requests: Sequence[Request],
     """Several requests in one sampler pass: yield, per chunk, a list of uint8 frames (n, H, W, 3), one per
     request (the conditioning frames first, if asked). Each video is its own seed's, as if generated alone up
     to float rounding; B videos fill the matmuls that one leaves small (docs/benchmarks.md). The requests
-    must agree on mode, num_frames, include_prefix, use_kv_cache and the number of conditioning frames."""
+    must share their ``batch_key``."""
     cfg = pipe.cfg
     if not requests:
         raise InputError("no requests to generate")
     for request in requests:
         validate(request, cfg)
     first = requests[0]
-    shared = [(r.mode, r.num_frames, r.include_prefix, r.use_kv_cache) for r in requests]
-    if len(set(shared)) > 1:
-        raise InputError("requests generated together must agree on mode, num_frames, include_prefix and "
-                         f"use_kv_cache; got {sorted(set(shared))}")
+    keys = {batch_key(request, cfg) for request in requests}
+    if len(keys) > 1:
+        raise InputError("requests generated together must agree on mode, num_frames, include_prefix, "
+                         f"use_kv_cache and the number of conditioning frames; got {sorted(keys)}")
     stride, chunk_frames = cfg.vae.patch_t, cfg.dit.chunk_frames
     latent_shape = (cfg.dit.latent_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
 
     conditions = [conditioning_frames(request, cfg) for request in requests]
-    if first.mode != "t2v" and len({len(c) for c in conditions}) > 1:
-        raise InputError("requests generated together need as many conditioning frames each; got "
-                         f"{[len(c) for c in conditions]}")
     prefix = None if first.mode == "t2v" else Prefix(torch.cat([encode_conditioning(pipe, c) for c in conditions]))
     opening = 0 if prefix is None else prefix.latents.shape[2] % chunk_frames
     latent_frames = opening + math.ceil(first.num_frames / stride)

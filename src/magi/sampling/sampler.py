@@ -136,7 +136,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     cache = ChunkKVCache(dit.cfg.depth, cfg.context_chunks) if use_kv_cache else None
     # text_and_prefix guidance's third branch (no text, no earlier chunks): with the cache it rides in the same
     # forward as the other two, its rows told to attend to no clean chunk (one pass of 3B rows instead of 2B,
-    # then B: 22-23% less time at one chunk in flight, docs/benchmarks.md); without, it is a forward of its own
+    # then B: 12-23% less time at one chunk in flight, docs/benchmarks.md); without, it is a forward of its own
     batched_uncond = batch_guidance and cfg.guidance == "text_and_prefix" and cache is not None
     neg_kv = dit.text_kv(neg.to(dtype)) if cfg.guidance == "text_and_prefix" and not batched_uncond else None
     prefix_branches = 3 if batched_uncond else 2 if guided else 1  # forwards that see earlier chunks
@@ -150,9 +150,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         3B: [text ; no text ; no text, no earlier chunks]; ``text_kv`` the DiT's keys and values of it."""
         reps = ctx.shape[0] // x.shape[0]
         extra = {"step_size": d.repeat(reps, 1).to(dtype)} if shortcut and d is not None else {}
-        rows = torch.arange(ctx.shape[0], device=x.device)
         if guided:  # which rows are guidance's no-text branch (MAGI-1's adaLN token depends on it)
-            extra["unconditional"] = rows >= (x.shape[0] if text else 0)
+            extra["unconditional"] = torch.arange(ctx.shape[0], device=x.device) >= (x.shape[0] if text else 0)
         if reps == 3:
             extra["context_free"] = x.shape[0]  # the last B rows
         v = dit(x.repeat(reps, 1, 1, 1, 1).to(dtype), t.repeat(reps, 1).to(dtype), ctx.to(dtype), ctx_mask, kv,
