@@ -135,7 +135,7 @@ def rebuilding_tables(dit: DiT, run):
 
 def projecting_text_every_forward(dit: DiT, run):
     """``run()`` with no text keys and values handed to the DiT: every forward projects the text again."""
-    dit.text_kv = lambda context: None  # an instance attribute shadows the method
+    dit.text_kv = lambda context, mask: None  # an instance attribute shadows the method
     try:
         return run()
     finally:

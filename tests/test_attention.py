@@ -39,7 +39,7 @@ def test_attend_gqa_matches_repeated_heads():
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_rope_rotates_each_pair_by_its_angle():
+def test_rope_rotates_each_pair_by_its_angle(monkeypatch):
     from magi.models.layers import apply_rope, grid_positions, rope_3d
 
     g = torch.Generator().manual_seed(0)
@@ -51,6 +51,10 @@ def test_rope_rotates_each_pair_by_its_angle():
     torch.testing.assert_close(out[..., 1::2], x1 * sin + x2 * cos)
     xb = x.bfloat16()  # computed in float32, returned in the input dtype
     assert torch.equal(apply_rope(xb, cos, sin), apply_rope(xb.float(), cos, sin).bfloat16())
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # what a compiled forward runs: the same
+    torch.testing.assert_close(apply_rope(x, cos, sin), out)  # rotation in real arithmetic
+    assert apply_rope(xb, cos, sin).dtype == torch.bfloat16
+    monkeypatch.undo()
     # relative: rotating q and k by the same offset leaves q . k unchanged
     shifted_cos, shifted_sin = rope_3d(grid_positions(5, 1, 1, t_offset=7), 8, 10000.0)
     q, k = apply_rope(x, cos, sin), apply_rope(x.flip(2), cos, sin)

@@ -85,8 +85,9 @@ def test_context_free_rows_attend_to_no_clean_chunk(model, dit_cfg):
     alone = model(latents[1:, :, 2 * F:], t[1:, 2 * F:], context[1:])  # chunks 2, 3 with no earlier chunk
     torch.testing.assert_close(out[1:, :, F:], alone, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(usual[1:, :, F:], alone, atol=1e-3)
-    assert cache.keys[0].shape[0] == 1 and usual_cache.keys[0].shape[0] == 2  # the cache holds the other rows
-    torch.testing.assert_close(cache.keys[-1], usual_cache.keys[-1][:1], atol=1e-5, rtol=1e-5)
+    # the cache holds the other rows
+    assert cache.layers[0].keys.shape[0] == 1 and usual_cache.layers[0].keys.shape[0] == 2
+    torch.testing.assert_close(cache.layers[-1].keys, usual_cache.layers[-1].keys[:1], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="context_free needs a kv_cache"):
         model(latents, t, context, context_free=1)
     with pytest.raises(ValueError, match="needs 0 < context_free < 2"):
@@ -121,6 +122,21 @@ def test_shape_tables_are_kept_per_shape_and_never_stale(dit_cfg, rope):
         changed = model(latents, t, context)
         assert torch.equal(changed, fresh(latents, t, context))
         assert not torch.allclose(changed, first)
+
+
+def test_the_kept_mask_is_the_block_causal_mask_and_none_only_when_it_hides_nothing(model, dit_cfg):
+    from magi.models.attention import block_causal_mask, chunk_index_per_token
+
+    F, h, w = dit_cfg.chunk_frames, 2, 3
+    for frames in range(1, 3 * F + 1):  # every split of cached and query frames, across chunk boundaries
+        chunks = chunk_index_per_token(frames, h * w, F)
+        for query_frames in range(1, frames + 1):
+            _, mask = model.positions(frames, query_frames, h, w, torch.device("cpu"), torch.float32)
+            allowed = block_causal_mask(chunks[-query_frames * h * w:], chunks)
+            if mask is None:
+                assert allowed.all()
+            else:
+                assert not allowed.all() and torch.equal(mask == 0, allowed)
 
 
 @torch.no_grad()
@@ -161,7 +177,11 @@ def test_text_kv_computed_beforehand_gives_the_same_velocity(model, dit_cfg):
     mask = torch.ones(2, 8, dtype=torch.bool)
     mask[1, 5:] = False
     for ctx, m in ((context, None), (padded, mask)):
-        assert torch.equal(model(latents, t, ctx, m, text_kv=model.text_kv(ctx)), model(latents, t, ctx, m))
+        assert torch.equal(model(latents, t, ctx, m, text_kv=model.text_kv(ctx, m)), model(latents, t, ctx, m))
+    assert model.text_kv(context, torch.ones(2, 5, dtype=torch.bool)).mask is None  # unpadded: SDPA's fast path
+    # the padding the keys were computed with is what the cross-attention hides
+    assert not torch.allclose(model(latents, t, padded, mask, text_kv=model.text_kv(padded)),
+                              model(latents, t, padded, mask))
     other = torch.randn_like(context)  # the blocks read the keys and values given, not the text again
     assert torch.equal(model(latents, t, other, text_kv=model.text_kv(context)), model(latents, t, other,
                        text_kv=model.text_kv(context)))

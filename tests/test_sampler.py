@@ -51,12 +51,12 @@ def test_text_is_projected_once_per_generation(model, dit_cfg, sampler_cfg, guid
     kw = dict(num_chunks=3, latent_shape=(dit_cfg.in_channels, 8, 8), seed=2,
               prefix=Prefix(torch.randn(2, dit_cfg.in_channels, 1, 8, 8)) if image else None)
     every_forward = randomize_(DiT(dit_cfg), std=0.05).eval()  # the same weights, projecting the text in every
-    every_forward.text_kv = lambda text: None  # forward (the sampler then passes text_kv=None)
+    every_forward.text_kv = lambda text, mask: None  # forward (the sampler then passes text_kv=None)
     calls = []
 
-    def counted_text_kv(text):
+    def counted_text_kv(text, mask):
         calls.append(text.shape[0])
-        return DiT.text_kv(model, text)
+        return DiT.text_kv(model, text, mask)
 
     model.text_kv = counted_text_kv
     out = generate(model, cfg, ctx, mask, **kw)
@@ -97,7 +97,7 @@ class GaussianOracle(nn.Module):
     def unconditional_context(self, batch, length=1):
         return torch.zeros(batch, length, self.cfg.context_dim), torch.ones(batch, length, dtype=torch.bool)
 
-    def text_kv(self, context):
+    def text_kv(self, context, context_mask):
         return None  # it reads no text
 
     def forward(self, latents, t, context, context_mask=None, kv_cache=None, unconditional=None, text_kv=None):

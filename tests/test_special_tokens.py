@@ -92,7 +92,7 @@ def test_sampler_per_chunk_texts_cached_equals_uncached_and_stay_causal(guidance
     a = run(texts)
     torch.testing.assert_close(a, run(texts, cache=False), atol=1e-5, rtol=1e-5)
     every_forward = randomize_(DiT(CFG), seed=2).eval()  # the same weights, projecting the text in every forward
-    every_forward.text_kv = lambda text: None
+    every_forward.text_kv = lambda text, mask: None
     assert torch.equal(a, generate(every_forward, sampler, texts, masks, num_chunks=3, latent_shape=(4, 4, 4)))
     edited = texts.clone()
     edited[:, 2] = torch.randn(1, 4, D, generator=g)

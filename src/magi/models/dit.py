@@ -34,7 +34,7 @@ from magi.models.attention import (
     chunk_index_per_token,
     full_mask_to_none,
 )
-from magi.models.kv_cache import ChunkKVCache
+from magi.models.kv_cache import ChunkKVCache, LayerKV
 from magi.models.layers import (
     NORMS,
     FeedForward,
@@ -55,15 +55,19 @@ APPLY_ROPE = {"interleaved": apply_rope, "magi": apply_rope_half}  # DiTConfig.r
 
 @dataclass(frozen=True)
 class TextKV:
-    """The text as the blocks' cross-attention reads it: per block, normed keys and values (B, Hkv, K * L, Dh).
+    """The text as the blocks' cross-attention reads it: per block, normed keys and values (B, Hkv, K * L, Dh),
+    and which of its tokens are padding: ``mask`` (B, 1, 1, K * L) additive, or None when there is none.
 
     They depend only on the text, which stays the same over a whole generation: ``DiT.text_kv`` computes
     them once and every forward can take them (``forward(..., text_kv=...)``) instead of projecting the
     text again in every block (8-13% less generation time for physics-64 at one chunk in flight, where
-    there is one text token for every 6 video tokens; docs/benchmarks.md).
+    there is one text token for every 6 video tokens; docs/benchmarks.md), and without asking in every
+    forward whether the text is padded (a check that waits for its result, and a graph break under
+    ``torch.compile``).
     """
 
     layers: tuple[tuple[Tensor, Tensor], ...]
+    mask: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -88,6 +92,13 @@ class SelfAttentionMasks:
     free: Tensor | None = None
 
 
+def text_padding_mask(mask: Tensor, dtype: torch.dtype) -> Tensor | None:
+    """(B, L) bool, True for the text's real tokens -> the cross-attention mask (B, 1, 1, L) additive, or None
+    when nothing is padding (SDPA's unmasked path)."""
+    allowed = full_mask_to_none(mask)
+    return None if allowed is None else additive_mask(allowed[:, None, None, :], dtype)
+
+
 def gated(x: Tensor, gate: Tensor, frames: int) -> Tensor:
     """x: (B, N, D) tokens of ``frames`` latent frames; gate: (B, frames, D), one gate per frame."""
     B, N, D = x.shape
@@ -95,9 +106,8 @@ def gated(x: Tensor, gate: Tensor, frames: int) -> Tensor:
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: DiTConfig, index: int):
+    def __init__(self, cfg: DiTConfig):
         super().__init__()
-        self.index = index
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.cap = cfg.modulation_softcap
         self.apply_rope = APPLY_ROPE[cfg.rope]
@@ -119,16 +129,16 @@ class Block(nn.Module):
         self.ffn_post_norm = Norm(d, cfg.norm_eps)
 
     def self_attention(self, h: Tensor, rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks,
-                       kv_cache: ChunkKVCache | None, tokens_per_chunk: int) -> Tensor:
+                       layer_kv: LayerKV | None, tokens_per_chunk: int) -> Tensor:
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
         q, k, v = self.qkv(h).split([H * Dh, Hkv * Dh, Hkv * Dh], dim=-1)
         q = rearrange(self.q_norm(q.unflatten(-1, (H, Dh))), "b n h d -> b h n d")  # (B, H, N, Dh)
         k = rearrange(self.k_norm(k.unflatten(-1, (Hkv, Dh))), "b n h d -> b h n d")  # (B, Hkv, N, Dh)
         v = rearrange(v, "b n (h d) -> b h n d", h=Hkv)
-        return rearrange(self.attend_cached(q, k, v, rope, masks, kv_cache, tokens_per_chunk), "b h n d -> b n (h d)")
+        return rearrange(self.attend_cached(q, k, v, rope, masks, layer_kv, tokens_per_chunk), "b h n d -> b n (h d)")
 
     def attend_cached(self, q: Tensor, k: Tensor, v: Tensor, rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks,
-                      kv_cache: ChunkKVCache | None, tokens_per_chunk: int) -> Tensor:
+                      layer_kv: LayerKV | None, tokens_per_chunk: int) -> Tensor:
         """Self-attention of the input tokens' q (B, H, N, Dh), k, v (B, Hkv, N, Dh), before RoPE, over the
         cached clean chunks and themselves; the context-free rows over themselves only. -> (B, H, N, Dh)"""
         cos, sin = rope  # (Nc + N, R)
@@ -138,8 +148,8 @@ class Block(nn.Module):
             q, q_free = q[:-free], q[-free:]
             k, k_free = k[:-free], self.apply_rope(k[-free:], cos[-n:], sin[-n:])
             v, v_free = v[:-free], v[-free:]
-        if kv_cache is not None:
-            k, v = kv_cache.extend(self.index, k, v, tokens_per_chunk)  # (B, Hkv, Nc + N, Dh)
+        if layer_kv is not None:
+            k, v = layer_kv.extend(k, v, tokens_per_chunk)  # (B, Hkv, Nc + N, Dh)
         out = attend(q, self.apply_rope(k, cos, sin), v, masks.keys)
         return torch.cat([out, attend(q_free, k_free, v_free, masks.free)]) if free else out
 
@@ -159,12 +169,12 @@ class Block(nn.Module):
         return rearrange(attend(q, k, v, cross_mask), "b h n d -> b n (h d)")
 
     def forward(self, x: Tensor, cond: Tensor, text: Tensor | tuple[Tensor, Tensor], cross_mask: Tensor | None,
-                rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks, kv_cache: ChunkKVCache | None,
+                rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks, layer_kv: LayerKV | None,
                 tokens_per_chunk: int) -> Tensor:
         frames = cond.shape[1]
         gate_a, gate_f = softcap(self.modulation(F.silu(cond)), self.cap).chunk(2, dim=-1)  # (B, T, D) each
         h = self.attn_norm(x)
-        a = torch.cat([self.self_attention(h, rope, masks, kv_cache, tokens_per_chunk),
+        a = torch.cat([self.self_attention(h, rope, masks, layer_kv, tokens_per_chunk),
                        self.cross_attention(h, text, cross_mask)], dim=-1)  # (B, N, 2 * H * Dh)
         x = x + self.attn_post_norm(gated(self.attn_out(a), gate_a, frames))
         f = self.ffn(self.ffn_norm(x))
@@ -187,7 +197,7 @@ class DiT(nn.Module):
         self.null_context = nn.Parameter(torch.zeros(cfg.context_max_length, cfg.context_dim))  # learned null text
         if cfg.rope == "magi":  # learnable frequencies (state key ``rope.bands``)
             self.rope = nn.ParameterDict({"bands": nn.Parameter(magi_rope_default_bands(cfg.head_dim))})
-        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.depth))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.final_norm = NORMS[cfg.norm](d, cfg.norm_eps)
         self.final_proj = nn.Linear(d, cfg.in_channels * p * p, bias=False)
         self._shape_tables: dict[tuple, tuple] = {}  # see positions()
@@ -223,10 +233,12 @@ class DiT(nn.Module):
         mask[:, :self.cfg.null_text_tokens or n] = True  # MAGI-1 attends its first 50 null tokens only
         return context, mask
 
-    def text_kv(self, context: Tensor) -> TextKV:
-        """Every block's cross-attention keys and values of ``context`` (B, L, Dc) or (B, K, L, Dc)."""
+    def text_kv(self, context: Tensor, context_mask: Tensor | None = None) -> TextKV:
+        """Every block's cross-attention keys and values of ``context`` (B, L, Dc) or (B, K, L, Dc), and the
+        padding mask of ``context_mask`` (B, L) or (B, K, L) (None: no padding)."""
         text = self.context_embed(context.flatten(1, 2) if context.dim() == 4 else context)  # (B, K * L, D)
-        return TextKV(tuple(block.text_keys_values(text) for block in self.blocks))
+        mask = None if context_mask is None else text_padding_mask(context_mask.flatten(1), text.dtype)
+        return TextKV(tuple(block.text_keys_values(text) for block in self.blocks), mask)
 
     def positions(self, frames: int, query_frames: int, h: int, w: int, device: torch.device,
                   dtype: torch.dtype) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
@@ -238,23 +250,35 @@ class DiT(nn.Module):
         What depends only on the shape is kept per shape (a few dozen shapes while sampling: one per
         number of cached and in-flight chunks) instead of being rebuilt in every forward (about 1.3 ms per
         forward on the tiny preset; keeping them took 6-14% off its generation time, docs/benchmarks.md).
+        A compiled forward builds them in its graph instead, where its shapes are fixed: looking them up
+        would add a guard on the kept shapes, and a second graph for the first call of every shape.
         MAGI-1's learnable frequencies are applied in every forward.
         """
         key = (frames, query_frames, h, w, device, dtype)
-        if key not in self._shape_tables:
-            if len(self._shape_tables) >= 64:
-                self._shape_tables.clear()
-            cfg = self.cfg
-            if cfg.rope == "magi":
-                table = magi_rope_positions(frames, h, w, device=device)  # (Nc + N, 3)
-            else:
-                table = rope_3d(grid_positions(frames, h, w, device=device), cfg.head_dim, cfg.rope_theta)
-            chunks = chunk_index_per_token(frames, h * w, cfg.chunk_frames, device=device)  # (Nc + N,)
-            allowed = full_mask_to_none(block_causal_mask(chunks[-query_frames * h * w:], chunks))
-            mask = None if allowed is None else additive_mask(allowed, dtype)
-            self._shape_tables[key] = table, mask
-        table, mask = self._shape_tables[key]
+        if torch.compiler.is_compiling():
+            table, mask = self._shape_tables_for(*key)
+        else:
+            if key not in self._shape_tables:
+                if len(self._shape_tables) >= 64:
+                    self._shape_tables.clear()
+                self._shape_tables[key] = self._shape_tables_for(*key)
+            table, mask = self._shape_tables[key]
         return (magi_rope(table, self.rope["bands"]) if self.cfg.rope == "magi" else table), mask
+
+    def _shape_tables_for(self, frames: int, query_frames: int, h: int, w: int, device: torch.device,
+                          dtype: torch.dtype) -> tuple[Tensor | tuple[Tensor, Tensor], Tensor | None]:
+        """What ``positions`` keeps per shape: the RoPE table (MAGI-1's positions before its learnable
+        frequencies) and the block-causal mask."""
+        cfg = self.cfg
+        if cfg.rope == "magi":
+            table = magi_rope_positions(frames, h, w, device=device)  # (Nc + N, 3)
+        else:
+            table = rope_3d(grid_positions(frames, h, w, device=device), cfg.head_dim, cfg.rope_theta)
+        mask = None  # every query sees every key when the queries lie in the last chunk
+        if (frames - query_frames) // cfg.chunk_frames != (frames - 1) // cfg.chunk_frames:
+            chunks = chunk_index_per_token(frames, h * w, cfg.chunk_frames, device=device)  # (Nc + N,)
+            mask = additive_mask(block_causal_mask(chunks[-query_frames * h * w:], chunks), dtype)
+        return table, mask
 
     @staticmethod
     def context_free_mask(mask: Tensor | None, admitted_tokens: int, num_tokens: int, dtype: torch.dtype,
@@ -340,14 +364,16 @@ class DiT(nn.Module):
             raise ValueError("step_size given to a DiT without step_conditioning")
         # (B, K * L, D) embedded text, projected in each block (inside its forward: sharded weights are gathered
         # there), or each block's keys and values computed beforehand
-        texts = [self.context_embed(context).flatten(1, 2)] * len(self.blocks) if text_kv is None else text_kv.layers
-        cross_mask = context_mask.flatten(1)[:, None, None, :]  # (B, 1, 1, K * L)
+        if text_kv is None:
+            texts = [self.context_embed(context).flatten(1, 2)] * len(self.blocks)
+            cross_mask = text_padding_mask(context_mask.flatten(1), x.dtype)  # (B, 1, 1, K * L) or None
+        else:
+            texts, cross_mask = text_kv.layers, text_kv.mask
         if K > 1:  # token of chunk k -> text k
             token_chunk = torch.arange(x.shape[1], device=x.device) // (x.shape[1] // K)
             text_chunk = torch.arange(K, device=x.device).repeat_interleave(L)
-            cross_mask = cross_mask & (token_chunk[:, None] == text_chunk[None, :])  # (B, 1, N, K * L)
-        cross_mask = full_mask_to_none(cross_mask)  # unpadded text: SDPA's unmasked path
-        cross_mask = None if cross_mask is None else additive_mask(cross_mask, x.dtype)
+            own_text = additive_mask(token_chunk[:, None] == text_chunk[None, :], x.dtype)  # (N, K * L)
+            cross_mask = own_text if cross_mask is None else cross_mask + own_text  # (B, 1, N, K * L)
 
         cached_frames = kv_cache.num_chunks * cfg.chunk_frames if kv_cache is not None else 0
         rope, mask = self.positions(cached_frames + T, T, h, w, x.device, x.dtype)
@@ -363,8 +389,9 @@ class DiT(nn.Module):
             free = self.context_free_mask(mask, admitted, x.shape[1], x.dtype, x.device)  # (N, N) or None
             masks = SelfAttentionMasks(mask, context_free, free)
 
-        for block, text in zip(self.blocks, texts, strict=True):
-            x = block(x, cond, text, cross_mask, rope, masks, kv_cache, tokens_per_chunk)
+        layers = [None] * len(self.blocks) if kv_cache is None else kv_cache.layers
+        for block, text, layer_kv in zip(self.blocks, texts, layers, strict=True):
+            x = block(x, cond, text, cross_mask, rope, masks, layer_kv, tokens_per_chunk)
 
         x = self.final_proj(self.final_norm(x))  # (B, N, C * p * p)
         x = rearrange(x, "b (t h w) (c p q) -> b c t (h p) (w q)", t=T, h=h, w=w, p=p, q=p)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from magi.models.attention import attend
 from magi.models.dit import Block, DiT, SelfAttentionMasks
-from magi.models.kv_cache import ChunkKVCache
+from magi.models.kv_cache import LayerKV
 from magi.models.layers import apply_rope, softcap
 from magi.models.vae import Block as VAEBlock
 from magi.models.vae import TransformerVAE
@@ -76,7 +76,7 @@ class ContextParallelBlock(nn.Module):
         return self.block.text_keys_values(text)  # every rank holds all text tokens
 
     def forward(self, x: Tensor, cond: Tensor, text: Tensor | tuple[Tensor, Tensor], cross_mask: Tensor | None,
-                rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks, kv_cache: ChunkKVCache | None,
+                rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks, layer_kv: LayerKV | None,
                 tokens_per_chunk: int) -> Tensor:
         blk, P, rank = self.block, dist.get_world_size(self.group), dist.get_rank(self.group)
         if self.first:
@@ -92,14 +92,14 @@ class ContextParallelBlock(nn.Module):
             # (B, 1, N, K * L) mask
             cross_mask = cross_mask[:, :, rank * n_local:(rank + 1) * n_local]
         h = blk.attn_norm(x)
-        a = torch.cat([self.self_attention(h, rope, masks, kv_cache, tokens_per_chunk),
+        a = torch.cat([self.self_attention(h, rope, masks, layer_kv, tokens_per_chunk),
                        blk.cross_attention(h, text, cross_mask)], dim=-1)
         x = x + blk.attn_post_norm(blk.attn_out(a) * gate_a)
         x = x + blk.ffn_post_norm(blk.ffn(blk.ffn_norm(x)) * gate_f)
         return gather_tokens(x, self.group) if self.last else x
 
     def self_attention(self, h: Tensor, rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks,
-                       kv_cache: ChunkKVCache | None, tokens_per_chunk: int) -> Tensor:
+                       layer_kv: LayerKV | None, tokens_per_chunk: int) -> Tensor:
         blk, g = self.block, self.group
         H, Hkv, Dh = blk.num_heads, blk.num_kv_heads, blk.head_dim
         q, k, v = blk.qkv(h).split([H * Dh, Hkv * Dh, Hkv * Dh], dim=-1)
@@ -108,7 +108,7 @@ class ContextParallelBlock(nn.Module):
         v = rearrange(v, "b n (h d) -> b h n d", h=Hkv)
         q, k, v = tokens_to_heads(q, g), tokens_to_heads(k, g), tokens_to_heads(v, g)  # (B, H/P, N, Dh)
         # the cache holds this rank's heads of all tokens
-        out = heads_to_tokens(blk.attend_cached(q, k, v, rope, masks, kv_cache, tokens_per_chunk), g)  # (B, H, N/P, Dh)
+        out = heads_to_tokens(blk.attend_cached(q, k, v, rope, masks, layer_kv, tokens_per_chunk), g)  # (B, H, N/P, Dh)
         return rearrange(out, "b h n d -> b n (h d)")
 
 

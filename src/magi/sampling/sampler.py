@@ -121,7 +121,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             if len(encoded) >= 8:
                 encoded.clear()
             ctx, ctx_mask = texts(clean, chunks, branches)
-            encoded[key] = ctx, ctx_mask, dit.text_kv(ctx.to(dtype))
+            encoded[key] = ctx, ctx_mask, dit.text_kv(ctx.to(dtype), ctx_mask)
         return encoded[key]
 
     clean_t = 1.0 - cfg.context_noise  # the level clean context is seen at
@@ -138,7 +138,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     # forward as the other two, its rows told to attend to no clean chunk (one pass of 3B rows instead of 2B,
     # then B: 12-23% less time at one chunk in flight, docs/benchmarks.md); without, it is a forward of its own
     batched_uncond = batch_guidance and cfg.guidance == "text_and_prefix" and cache is not None
-    neg_kv = dit.text_kv(neg.to(dtype)) if cfg.guidance == "text_and_prefix" and not batched_uncond else None
+    neg_kv = dit.text_kv(neg.to(dtype), neg_mask) if cfg.guidance == "text_and_prefix" and not batched_uncond else None
     prefix_branches = 3 if batched_uncond else 2 if guided else 1  # forwards that see earlier chunks
     history = [as_context(c) for c in prefix_chunks[-cfg.context_chunks:]]  # still to be admitted / recomputed
 
