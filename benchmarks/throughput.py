@@ -1,7 +1,7 @@
 """Model FLOPs utilisation and real-time factor of generation, against the machine's measured matmul peak.
 
     python benchmarks/throughput.py [--presets tiny,physics-64] [--steps 8,16] [--chunks 4] [--batch 1,8]
-        [--samplers "preset;window_size=4,context_chunks=4"] [--threads N]
+        [--samplers "preset;window_size=4,context_chunks=4"] [--threads N] [--compile dit,blocks] ...
 
 FLOPs are counted exactly by torch's FlopCounterMode during one generation (matmuls, and attention through
 the formula that benchmarks/measure.py registers for the CPU kernel); the peak is the best of large fp32
@@ -18,20 +18,25 @@ it was batched with the other two), and ``--no_grad`` with the sampler under ``t
 ``torch.inference_mode`` (autograd's bookkeeping kept, as before), timed alternately with it; the MFU of
 these rows counts the FLOPs of the shipped generation. ``--overhead`` adds the same generation at one token per
 latent frame (the same operations on almost no data: the time that does not shrink with the tokens, per-op
-dispatch and Python; no MFU). ``--samplers`` lists sampler variants, each
-``preset`` or comma-separated overrides of the preset's sampler (e.g. MAGI-1's 4 chunks in flight on 4 clean
-chunks against physics-64's 1 on 2): one row each.
+dispatch and Python; no MFU). ``--compile dit,blocks`` adds the same generation with the DiT compiled
+(``magi.compilation``, inductor: the whole forward, each block); its first run in each row compiles the
+shapes it meets for the first time and is timed apart (printed after the table), the row is the best of the
+runs after it. ``--samplers`` lists
+sampler variants, each ``preset`` or comma-separated overrides of the preset's sampler (e.g. MAGI-1's 4
+chunks in flight on 4 clean chunks against physics-64's 1 on 2): one row each.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 from dataclasses import replace
 
 import torch
 from measure import count_flops, timed
 
+from magi.compilation import compile_dit
 from magi.config import apply_overrides
 from magi.models.dit import DiT
 from magi.models.vae import TransformerVAE
@@ -69,6 +74,8 @@ def main() -> None:
                         help="also time each generation under no_grad instead of inference_mode")
     parser.add_argument("--overhead", action="store_true",
                         help="also time each generation at one token per latent frame (the per-op floor)")
+    parser.add_argument("--compile", default="",
+                        help='also time each generation with the DiT compiled: "dit", "blocks" or "dit,blocks"')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# peak fp32 matmul: {matmul_peak() / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads at the start")
@@ -76,10 +83,13 @@ def main() -> None:
           "s / frame | peak GFLOP/s beside | MFU | real-time factor | VAE decode s / frame | peak RSS MiB |")
     print("|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     sampler_variants = args.samplers.split(";")
+    compiling = []  # the compiled variants' first runs
     for name in args.presets.split(","):
         cfg = get_preset(name)
         torch.manual_seed(0)
         dit, vae = DiT(cfg.dit).eval(), TransformerVAE(cfg.vae).eval()
+        compiled = {f"compiled ({scope})": compile_dit(copy.deepcopy(dit), scope)  # compiles on first use
+                    for scope in args.compile.split(",") if scope}
         shape = (cfg.dit.latent_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
         for batch in [int(b) for b in args.batch.split(",")]:
             context = torch.randn(batch, cfg.dit.context_max_length, cfg.dit.context_dim)
@@ -92,6 +102,7 @@ def main() -> None:
                 sampler = replace(apply_overrides(cfg.sampler, overrides), steps=steps, guidance=guidance)
 
                 def run(dit=dit, sampler=sampler, context=context, mask=mask, shape=shape, batch_guidance=True):
+                    # (the compiled variant passes its own DiT)
                     return generate(dit, sampler, context, mask, num_chunks=args.chunks, latent_shape=shape,
                                     batch_guidance=batch_guidance)
 
@@ -109,6 +120,10 @@ def main() -> None:
                 if args.overhead:
                     p = cfg.dit.patch_size
                     variants[FLOOR] = lambda run=run, c=shape[0], p=p: run(shape=(c, p, p))
+                for label, model in compiled.items():
+                    variants[label] = lambda run=run, model=model: run(dit=model)
+                    compiling.append(f"{name} {variant_name} {batch} {steps} {guidance} {label}: "
+                                     f"{timed(variants[label]):.1f} s")
                 best, peak = dict.fromkeys(variants, float("inf")), 0.0
                 for _ in range(2 if len(variants) == 1 else 6):  # alternate: same machine state for all
                     best = {v: min(best[v], timed(f)) for v, f in variants.items()}
@@ -122,6 +137,9 @@ def main() -> None:
                           f"{peak / 1e9:.1f} | {'-' if variant == FLOOR else f'{flops / seconds / peak:.0%}'} | "
                           f"{seconds / frames * cfg.video.fps:.3f} | {decode / frames:.4f} | {rss:.0f} |",
                           flush=True)
+    if compiling:
+        print("# first runs of the compiled variants (preset, sampler, videos, steps, guidance), which compile "
+              "the shapes not met before:\n# " + "\n# ".join(compiling))
 
 
 def rebuilding_tables(dit: DiT, run):

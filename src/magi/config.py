@@ -264,6 +264,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     weights: str = ""  # "" = random init; "builtin:<name>" = packaged weights; else a directory
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # torch.compile of the DiT when a pipeline is built (magi.compilation): the whole forward, or each block
+    compile: Literal["none", "dit", "blocks"] = "none"
 
     def __post_init__(self) -> None:
         _require(self.dit.latent_channels == self.vae.latent_channels,
@@ -274,6 +276,7 @@ class RunConfig:
         _require(self.video.height % space == 0 and self.video.width % space == 0,
                  f"video size {self.video.height}x{self.video.width} must be divisible by {space}")
         _require(self.dtype in ("float32", "bfloat16", "float16"), f"bad dtype {self.dtype!r}")
+        _require(self.compile in ("none", "dit", "blocks"), f"compile={self.compile!r} is not none|dit|blocks")
 
     @property
     def frames_per_chunk(self) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from magi.compilation import compile_dit
 from magi.config import RunConfig
 from magi.errors import InputError
 from magi.io.reference import (
@@ -49,7 +50,8 @@ class Pipeline:
 
 
 def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
-    """Instantiate the networks of ``cfg`` and load ``cfg.weights`` strictly.
+    """Instantiate the networks of ``cfg``, load ``cfg.weights`` strictly, and compile the DiT as
+    ``cfg.compile`` says.
 
     Without weights the networks keep a fixed-seed random init, so that a run is still reproducible.
     """
@@ -80,6 +82,7 @@ def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
             load_state(dit, state, str(folder / "dit.safetensors"))
             quantize_(dit, cfg.quant)
     vae, dit = vae.to(device).eval(), dit.to(device).eval()
+    compile_dit(dit, cfg.compile)
     keys = (*cfg.sampler.special_tokens, *cfg.sampler.negative_special_tokens)
     if keys and folder is None:
         raise InputError(f"the config uses special tokens {list(keys)}, which come with a checkpoint's weights")
