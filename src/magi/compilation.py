@@ -17,8 +17,8 @@ Two scopes (``RunConfig.compile``):
 Shapes are static: a generation meets a handful of them (one per number of cached and in-flight chunks and
 of guidance rows), each compiled once per process (inductor also caches them on disk, so later processes
 compile faster). The DiT's forward traces without graph breaks (tested): no data-dependent branches, no
-index into the KV cache. Compiling takes minutes on a small CPU; it pays for long videos and many
-generations (an evaluation). Outputs equal the eager ones up to float rounding.
+index into the KV cache. Compiling takes minutes on a small CPU: it pays for long videos and many
+generations of the same shapes. Outputs equal the eager ones up to float rounding.
 """
 
 from __future__ import annotations
