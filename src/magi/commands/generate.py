@@ -108,7 +108,8 @@ def _generate(args: argparse.Namespace, cfg: RunConfig, request, world) -> int:
         from magi.parallel.context import parallelize_context, parallelize_vae
 
         parallelize_context(pipe.dit)  # DiT tokens (and KV cache heads) sharded over the ranks
-        compile_dit(pipe.dit, cfg.compile)  # again: build_pipeline compiled the blocks now swapped out
+        if cfg.compile == "blocks":  # the swapped-in blocks (build_pipeline compiled the ones they wrap)
+            compile_dit(pipe.dit, "blocks")
         if isinstance(pipe.vae, TransformerVAE):  # the published VAE runs whole on every rank
             parallelize_vae(pipe.vae)  # each segment's encode / decode split over the ranks too
     if not world.is_main:  # every rank takes part in the collectives; rank 0 writes
