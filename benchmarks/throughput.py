@@ -21,9 +21,9 @@ latent frame (the same operations on almost no data: the time that does not shri
 dispatch and Python; no MFU). ``--compile dit,blocks`` adds the same generation with the DiT compiled
 (``magi.compilation``, inductor: the whole forward, each block); its first run in each row compiles the
 shapes it meets for the first time and is timed apart (printed after the table), the row is the best of the
-runs after it. ``--samplers`` lists
-sampler variants, each ``preset`` or comma-separated overrides of the preset's sampler (e.g. MAGI-1's 4
-chunks in flight on 4 clean chunks against physics-64's 1 on 2): one row each.
+runs after it. ``--samplers`` lists sampler variants, each ``preset`` or comma-separated overrides of the
+preset's sampler (e.g. MAGI-1's 4 chunks in flight on 4 clean chunks against physics-64's 1 on 2): one row
+each.
 """
 
 from __future__ import annotations

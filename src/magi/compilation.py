@@ -23,17 +23,17 @@ generations of the same shapes. Outputs equal the eager ones up to float roundin
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from magi.config import CompileScope
 from magi.models.dit import DiT
 
-Scope = Literal["none", "dit", "blocks"]
 RECOMPILE_LIMIT = 128  # graphs per compiled code (nn.Module's __call__, both scopes): the shapes a run meets
 
 
-def compile_dit(dit: DiT, scope: Scope, **options: Any) -> DiT:
+def compile_dit(dit: DiT, scope: CompileScope, **options: Any) -> DiT:
     """Compile ``dit`` in place with ``torch.compile(dynamic=False, **options)``, the whole forward or every
     block, and return it. Raises dynamo's per-function recompile limit, process-wide, to ``RECOMPILE_LIMIT``:
     past its default of 8 shapes it would run the rest eagerly. Apply after any module swap of the blocks

@@ -252,6 +252,9 @@ class TrainConfig:
         _require(0 <= self.context_noise < 1, "train.context_noise must be in [0, 1)")
 
 
+CompileScope = Literal["none", "dit", "blocks"]  # RunConfig.compile: nothing, the whole DiT, or each block
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     name: str = "custom"
@@ -265,7 +268,7 @@ class RunConfig:
     weights: str = ""  # "" = random init; "builtin:<name>" = packaged weights; else a directory
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # torch.compile of the DiT when a pipeline is built (magi.compilation): the whole forward, or each block
-    compile: Literal["none", "dit", "blocks"] = "none"
+    compile: CompileScope = "none"
 
     def __post_init__(self) -> None:
         _require(self.dit.latent_channels == self.vae.latent_channels,
@@ -276,7 +279,8 @@ class RunConfig:
         _require(self.video.height % space == 0 and self.video.width % space == 0,
                  f"video size {self.video.height}x{self.video.width} must be divisible by {space}")
         _require(self.dtype in ("float32", "bfloat16", "float16"), f"bad dtype {self.dtype!r}")
-        _require(self.compile in ("none", "dit", "blocks"), f"compile={self.compile!r} is not none|dit|blocks")
+        scopes = typing.get_args(CompileScope)
+        _require(self.compile in scopes, f"compile={self.compile!r} is not {'|'.join(scopes)}")
 
     @property
     def frames_per_chunk(self) -> int:

@@ -55,7 +55,7 @@ class ChunkKVCache:
     def __post_init__(self) -> None:
         if self.max_chunks < 1:
             raise ValueError(f"max_chunks={self.max_chunks} must be >= 1")
-        self.layers = [LayerKV(self) for _ in range(self.num_layers)]
+        self.reset()
 
     def admit(self, num_chunks: int) -> None:
         """Declare that the first ``num_chunks`` input chunks of the next forward are clean: store them."""
