@@ -16,14 +16,16 @@ values projected again in every forward (as before the sampler computed them onc
 ``--separate_uncond`` with text_and_prefix guidance's unconditional branch in a forward of its own (as before
 it was batched with the other two), and ``--no_grad`` with the sampler under ``torch.no_grad`` instead of
 ``torch.inference_mode`` (autograd's bookkeeping kept, as before), timed alternately with it; the MFU of
-these rows counts the FLOPs of the shipped generation. ``--overhead`` adds the same generation at one token per
-latent frame (the same operations on almost no data: the time that does not shrink with the tokens, per-op
-dispatch and Python; no MFU). ``--compile dit,blocks`` adds the same generation with the DiT compiled
-(``magi.compilation``, inductor: the whole forward, each block); its first run in each row compiles the
-shapes it meets for the first time and is timed apart (printed after the table), the row is the best of the
-runs after it. ``--samplers`` lists sampler variants, each ``preset`` or comma-separated overrides of the
-preset's sampler (e.g. MAGI-1's 4 chunks in flight on 4 clean chunks against physics-64's 1 on 2): one row
-each.
+these rows counts the FLOPs of the shipped generation. ``--overhead`` adds the same generation at one token
+per latent frame (the same operations on almost no data: the time that does not shrink with the tokens, per-op
+dispatch and Python; no MFU). ``--kernels`` adds the time of the generation's matmul and attention calls, each
+run on its own on tensors of its shapes (operands in cache; the other operators and Python left out): the MFU
+of that row bounds what any implementation built on these kernels reaches on this machine. ``--compile
+dit,blocks`` adds the same generation with the DiT compiled (``magi.compilation``, inductor: the whole
+forward, each block); its first run in each row compiles the shapes it meets for the first time and is timed
+apart (printed after the table), the row is the best of the runs after it. ``--samplers`` lists sampler
+variants, each ``preset`` or comma-separated overrides of the preset's sampler (e.g. MAGI-1's 4 chunks in
+flight on 4 clean chunks against physics-64's 1 on 2): one row each.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import resource
 from dataclasses import replace
 
 import torch
-from measure import count_flops, timed
+from measure import KernelCalls, count_flops, kernels_alone_seconds, timed
 
 from magi.compilation import compile_dit
 from magi.config import apply_overrides
@@ -45,6 +47,7 @@ from magi.sampling import sampler as sampler_module
 from magi.sampling.sampler import generate
 
 FLOOR = "1 token per frame"
+KERNELS = "matmuls + attention alone"
 
 
 def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
@@ -74,6 +77,8 @@ def main() -> None:
                         help="also time each generation under no_grad instead of inference_mode")
     parser.add_argument("--overhead", action="store_true",
                         help="also time each generation at one token per latent frame (the per-op floor)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="also time the generation's matmul and attention calls each on its own (a bound on MFU)")
     parser.add_argument("--compile", default="",
                         help='also time each generation with the DiT compiled: "dit", "blocks" or "dit,blocks"')
     args = parser.parse_args()
@@ -124,9 +129,15 @@ def main() -> None:
                     variants[label] = lambda run=run, model=model: run(dit=model)
                     compiling.append(f"{name} {variant_name} {batch} {steps} {guidance} {label}: "
                                      f"{timed(variants[label]):.1f} s")
-                best, peak = dict.fromkeys(variants, float("inf")), 0.0
-                for _ in range(2 if len(variants) == 1 else 6):  # alternate: same machine state for all
-                    best = {v: min(best[v], timed(f)) for v, f in variants.items()}
+                if args.kernels:
+                    with KernelCalls() as kernels:
+                        run()
+                best = dict.fromkeys([*variants, *[KERNELS] * args.kernels], float("inf"))
+                peak = 0.0
+                for _ in range(2 if len(best) == 1 else 6):  # alternate: same machine state for all
+                    best.update({v: min(best[v], timed(f)) for v, f in variants.items()})
+                    if args.kernels:
+                        best[KERNELS] = min(best[KERNELS], kernels_alone_seconds(kernels.calls))
                     peak = max(peak, matmul_peak(repeats=2))
                 with torch.no_grad():
                     decode = timed(lambda vae=vae, latents=latents: list(vae.iter_decode(latents)))
