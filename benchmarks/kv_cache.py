@@ -1,7 +1,7 @@
 """KV cache vs full recompute, and the pipelined window vs one chunk at a time (one run, side by side).
 
     python benchmarks/kv_cache.py [--preset physics-64] [--chunks 2,4,8,16] [--steps 8] [--context full]
-        [--window 4] [--repeats 3]
+        [--window 4] [--repeats 5]
 
 Random weights (timing only). "recompute" re-runs the clean context chunks at every step, which is what an
 implementation without a KV cache does; "window 1" denoises one chunk at a time (no pipelining) with the
@@ -9,7 +9,8 @@ same number of steps per chunk (its own recompute/cached ratio is shown too: wit
 step runs a single chunk, so the history is the larger share of the work). ``--context`` is the number of
 clean chunks a noisy chunk attends to: the preset's ``sampler.context_chunks`` by default, ``full`` for
 every earlier chunk (what a port that recomputes the whole video so far at each step does). ``--window`` is
-the pipelined runs' chunks in flight (MAGI-1's 4 by default, whatever the preset samples with).
+the pipelined runs' chunks in flight (MAGI-1's 4 by default, whatever the preset samples with). Each time
+is the best of ``--repeats`` rounds, each round running every configuration once in turn.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import replace
 
 import torch
 from measure import count_flops, timed
+from tqdm import tqdm
 
 from magi.models.dit import DiT
 from magi.presets import get_preset
@@ -35,7 +37,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=4,
                         help="chunks in flight of the pipelined runs (MAGI-1: 4), against 1")
     parser.add_argument("--context", default="preset", help="clean chunks attended: preset | full | N")
-    parser.add_argument("--repeats", type=int, default=3, help="each time is the best of this many runs")
+    parser.add_argument("--repeats", type=int, default=5, help="each time is the best of this many rounds")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -53,13 +55,10 @@ def main() -> None:
         return lambda: generate(dit, s, context, mask, num_chunks=chunks, latent_shape=latent_shape,
                                 use_kv_cache=cache)
 
-    def run(chunks: int, cache: bool, window: int) -> float:
-        return min(timed(job(chunks, cache, window)) for _ in range(args.repeats))
-
     def flops(chunks: int, cache: bool, window: int) -> int:
         return count_flops(job(chunks, cache, window))[0]
 
-    run(1, True, args.window)  # warm-up
+    timed(job(1, True, args.window))  # warm-up
     print(f"# {args.preset}: DiT {sum(p.numel() for p in dit.parameters()) / 1e6:.1f}M params, "
           f"{args.steps} steps/chunk, context {args.context} ({sampler.context_chunks} in the preset), "
           f"{platform.processor() or platform.machine()}, {args.threads} threads")
@@ -69,11 +68,17 @@ def main() -> None:
           f"window 1/window {args.window} | window 1 recompute/cached | window 1 FLOPs recompute/cached | "
           f"window 1 vs {counts[0]} chunks | window 1 FLOPs vs {counts[0]} chunks |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    # Every run of every configuration in turn, repeats times: a drift of the machine's speed lands on all
+    # of them alike instead of on the ratios between chunk counts timed minutes apart
+    runs = [(chunks, cache, window) for chunks in counts for window in (args.window, 1) for cache in (True, False)]
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in tqdm(range(args.repeats), desc="rounds over all configurations", leave=False):
+        for key in runs:
+            best[key] = min(best[key], timed(job(*key)))
     base = base_flops = single_base = single_base_flops = None
     for chunks in counts:
-        cached = run(chunks, True, args.window)
-        recompute = run(chunks, False, args.window)
-        single, single_recompute = run(chunks, True, 1), run(chunks, False, 1)
+        cached, recompute = best[chunks, True, args.window], best[chunks, False, args.window]
+        single, single_recompute = best[chunks, True, 1], best[chunks, False, 1]
         cached_flops = flops(chunks, True, args.window)
         base, base_flops = base or cached, base_flops or cached_flops
         work = flops(chunks, False, args.window) / cached_flops  # the most the cache can save
