@@ -65,7 +65,7 @@ def test_compiled_dit_is_whole_graphs_one_per_shape_with_the_eager_video(dit_cfg
 
 
 @torch.no_grad()
-def test_inductor_compiled_blocks_give_the_eager_velocity(dit_cfg, sampler_cfg):
+def test_inductor_compiled_dit_gives_the_eager_video(dit_cfg, sampler_cfg):
     torch._dynamo.reset()
     dit = randomize_(DiT(dit_cfg)).eval()
     compiled = compile_dit(copy.deepcopy(dit), "dit")  # inductor: generated C++ kernels around the matmuls
