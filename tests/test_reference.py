@@ -276,3 +276,30 @@ def test_build_pipeline_reads_a_reference_directory(tmp_path):
     assert all(torch.equal(pipe.vae.vae.state_dict()[k], v) for k, v in vae_state.items())
     save_weights(folder / "vae.safetensors", TransformerVAE(run.vae).state_dict())  # ours, if present, wins
     assert isinstance(build_pipeline(run).vae, TransformerVAE)
+
+
+def test_bf16_pipeline_keeps_the_official_float32_gains(tmp_path):
+    """The official adds 1 to the zero-centred gains in float32 and keeps q/k, post and final norms in
+    float32 (``_high_precision_promoter``); a bf16 checkpoint's gains must not be rounded to bf16 again."""
+    from magi.sampling.pipeline import FLOAT32_GAINS, build_pipeline
+    from test_magi_vae import TINY_DDCONFIG, write_reference_vae
+
+    folder = tmp_path / "downloads" / "4.5B_base"
+    run = get_preset("tiny")
+    run = dataclasses.replace(run, dit=dataclasses.replace(run.dit, norm="layernorm", rope="magi"),
+                              weights=str(folder), dtype="bfloat16")
+    ref = to_reference(random_dit(run.dit).state_dict(), run.dit)
+    ref = {k: (v + 0.01).to(torch.bfloat16) if k.endswith("layernorm.weight") else v.to(torch.bfloat16)
+           for k, v in ref.items()}  # gains - 1 of about 0.01: 1 + w needs more bits than bf16 has
+    write_sharded_safetensors(folder / "inference_weight", ref, max_shard_bytes=40_000)
+    write_reference_vae(tmp_path / "downloads" / "vae", TINY_DDCONFIG)
+    dit = build_pipeline(run).dit
+    gain = dit.blocks[0].q_norm.weight
+    w = ref["videodit_blocks.layers.0.self_attention.q_layernorm.weight"]
+    assert gain.dtype == torch.float32 and torch.equal(gain, w.float() + 1)
+    assert not torch.equal(gain, (w.float() + 1).to(torch.bfloat16).float())  # bf16 would have rounded it
+    assert dit.blocks[0].qkv.weight.dtype == torch.bfloat16 and dit.blocks[0].cross_q_norm.weight.dtype == \
+        torch.bfloat16  # the cross-attention norms stay bf16, as the official's _xattn ones
+    for name in FLOAT32_GAINS:
+        module = dit.final_norm if name == "final_norm" else getattr(dit.blocks[0], name)
+        assert module.weight.dtype == torch.float32

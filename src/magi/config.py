@@ -79,6 +79,9 @@ class DiTConfig:
     chunk_frames: int = 6  # latent frames per autoregressive chunk
     rope_theta: float = 10000.0
     step_conditioning: bool = False  # shortcut-distilled models also embed the step size d (flow/shortcut.py)
+    # how d is embedded: "own" (a step_embed MLP of its own) or "time" (the timestep embedder again, as the
+    # published MAGI-1 distill checkpoints do: cond = t_embed(t) + t_embed(d), no extra weights)
+    step_embedder: Literal["own", "time"] = "own"
     norm_eps: float = 1e-6
     # Options that express the published MAGI-1 checkpoints exactly (io/reference.py); defaults are ours.
     norm: Literal["rms", "layernorm"] = "rms"  # "layernorm": LayerNorm with bias everywhere (reference)
@@ -101,6 +104,7 @@ class DiTConfig:
         _require(self.norm in ("rms", "layernorm"), f"dit.norm={self.norm!r} is not rms|layernorm")
         _require(self.rope in ("interleaved", "magi"), f"dit.rope={self.rope!r} is not interleaved|magi")
         _require(self.gelu_approximate in ("tanh", "none"), f"dit.gelu_approximate={self.gelu_approximate!r}")
+        _require(self.step_embedder in ("own", "time"), f"dit.step_embedder={self.step_embedder!r} is not own|time")
 
     @property
     def cond_dim(self) -> int:
@@ -155,6 +159,18 @@ class SamplerConfig:
     # null text of the unconditional branches; the published run scripts use ("HQ", "DURATION") and none
     special_tokens: tuple[str, ...] = ()
     negative_special_tokens: tuple[str, ...] = ()
+    # The procedure that walks the chunk plan: "native" (this project's: block-causal attention over the
+    # last context_chunks clean chunks, the grid above) or "magi1", the official SandAI-org/MAGI-1 inference
+    # procedure step for step (magi.sampling.magi1; docs/ARCHITECTURE.md lists its rules), which the magi-*
+    # presets use. The fields below are read by "magi1" only (the official runtime/engine config names).
+    procedure: Literal["native", "magi1"] = "native"
+    noise2clean_kvrange: tuple[int, ...] = (5, 4, 3, 2)  # chunks a chunk in flight sees, per denoising stage
+    clean_chunk_kvrange: int = 1  # chunks a clean chunk fed to the cache sees (itself)
+    clean_t: float = 0.9999  # the noise level clean chunks are fed at
+    distilled: bool = False  # cfg_number 1: one forward with text, the step count embedded (engine "distill")
+    shortcut_mode: str = "8,16,16"  # the 12-step distill grid's step pattern (official engine_config)
+    nearly_clean_threshold: float = 0.3  # distill: a first chunk in flight above this t is also run alone ...
+    nearly_clean_weight: float = 0.7  # ... and mixed: weight * with the clean chunks + (1 - weight) * alone
 
     def __post_init__(self) -> None:
         _require(self.steps > 0 and self.window_size > 0, "sampler.steps and window_size must be positive")
@@ -172,6 +188,21 @@ class SamplerConfig:
             _require(key in SPECIAL_TOKEN_KEYS,
                      f"unknown special token {key!r} (known: {', '.join(SPECIAL_TOKEN_KEYS)})")
         _require("DURATION" not in self.negative_special_tokens, "DURATION is not a negative special token")
+        _require(self.procedure in ("native", "magi1"), f"sampler.procedure={self.procedure!r} is not native|magi1")
+        if self.procedure == "magi1":
+            stages = len(self.noise2clean_kvrange)
+            _require(stages > 0 and self.steps % stages == 0 and min(self.noise2clean_kvrange) >= 1,
+                     f"sampler.noise2clean_kvrange={self.noise2clean_kvrange}: one range >= 1 per stage, and "
+                     f"sampler.steps={self.steps} divisible by their number")
+            _require(self.clean_chunk_kvrange >= 1, "sampler.clean_chunk_kvrange must be >= 1")
+            _require(0 < self.clean_t <= 1, f"sampler.clean_t={self.clean_t} must be in (0, 1]")
+            _require(self.solver == "euler" and self.context_noise == 0 and not self.reencode_context,
+                     "sampler.procedure=magi1 integrates with euler, exact context (solver, context_noise, "
+                     "reencode_context are native options)")
+            _require(self.distilled or self.guidance == "text_and_prefix",
+                     "sampler.procedure=magi1 guides with text_and_prefix (or is distilled)")
+            _require(self.shortcut_mode in ("8,16,16", "16,16,8"),
+                     f"sampler.shortcut_mode={self.shortcut_mode!r} is not 8,16,16|16,16,8")
 
 
 @dataclass(frozen=True, kw_only=True)

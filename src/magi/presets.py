@@ -105,8 +105,11 @@ def magi_4p5b() -> RunConfig:
                       x_rescale_factor=1.0, norm="layernorm", rope="magi", gelu_approximate="none",
                       adaln_text="null_token", null_text_tokens=50),
         text=TextConfig(kind="t5", path="ckpt/t5", dim=T5_DIM, max_length=800),
-        sampler=SamplerConfig(steps=64, window_size=4, shift=3.0, context_chunks=5,
-                              special_tokens=("HQ", "DURATION")),  # the run scripts' PAD_HQ=1 PAD_DURATION=1
+        # the official procedure (magi.sampling.magi1) with example/4.5B/4.5B_base_config.json's runtime_config;
+        # special tokens: the run scripts' PAD_HQ=1 PAD_DURATION=1
+        sampler=SamplerConfig(procedure="magi1", steps=64, window_size=4, shift=3.0, context_chunks=5,
+                              noise2clean_kvrange=(5, 4, 3, 2), clean_chunk_kvrange=1, clean_t=0.9999,
+                              special_tokens=("HQ", "DURATION")),
         video=VideoConfig(height=720, width=720, num_frames=96, fps=24),
         dtype="bfloat16",
     )
@@ -124,10 +127,12 @@ def magi_24b() -> RunConfig:
     )
 
 
-def distilled(base: RunConfig) -> RunConfig:
-    """Shortcut-distilled variant: few steps, guidance distilled into one pass."""
+def distilled(base: RunConfig, steps: int) -> RunConfig:
+    """The published distilled variant (``*_distill_config.json``): guidance distilled into one pass, the
+    step count embedded by the timestep embedder itself (engine_config distill, cfg_number 1)."""
     return replace(base, name=f"{base.name}-distill",
-                   sampler=replace(base.sampler, steps=16, solver="shortcut", guidance="none"))
+                   dit=replace(base.dit, step_conditioning=True, step_embedder="time"),
+                   sampler=replace(base.sampler, steps=steps, guidance="none", distilled=True))
 
 
 def fp8(base: RunConfig) -> RunConfig:
@@ -139,11 +144,12 @@ PRESETS: dict[str, Callable[[], RunConfig]] = {
     "physics-64": physics_64,
     "physics-64-distill": physics_64_distill,
     "magi-4.5b": magi_4p5b,
-    "magi-4.5b-distill": lambda: distilled(magi_4p5b()),
-    "magi-4.5b-distill-fp8": lambda: fp8(distilled(magi_4p5b())),
+    # the official distill configs' num_steps: 64 for the 4.5B, 16 for the 24B
+    "magi-4.5b-distill": lambda: distilled(magi_4p5b(), steps=64),
+    "magi-4.5b-distill-fp8": lambda: fp8(distilled(magi_4p5b(), steps=64)),
     "magi-24b": magi_24b,
-    "magi-24b-distill": lambda: distilled(magi_24b()),
-    "magi-24b-distill-fp8": lambda: fp8(distilled(magi_24b())),
+    "magi-24b-distill": lambda: distilled(magi_24b(), steps=16),
+    "magi-24b-distill-fp8": lambda: fp8(distilled(magi_24b(), steps=16)),
 }
 
 # Published parameter counts of the DiT, for the tests and ``magi config``.

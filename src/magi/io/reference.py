@@ -62,7 +62,8 @@ def _same(ours: str, ref: str) -> Rule:
 
 def _norm(ours: str, ref: str, one_p: bool) -> list[Rule]:
     """weight (+ 1 for the reference's zero-centred FusedLayerNorm) and bias."""
-    weight = Rule(f"{ours}.weight", (f"{ref}.weight",), lambda ts: ts[0] + 1, lambda t: [t - 1]) if one_p \
+    weight = Rule(f"{ours}.weight", (f"{ref}.weight",), lambda ts: ts[0].float() + 1,  # exact, as the official
+                  lambda t: [(t.float() - 1).to(t.dtype)]) if one_p \
         else _same(f"{ours}.weight", f"{ref}.weight")
     return [weight, _same(f"{ours}.bias", f"{ref}.bias")]
 
@@ -72,8 +73,9 @@ def check_compatible(cfg: DiTConfig) -> None:
     if cfg.norm != "layernorm" or cfg.rope != "magi":
         raise InputError(f"the MAGI-1 reference layout needs dit.norm='layernorm' and dit.rope='magi' "
                          f"(got norm={cfg.norm!r}, rope={cfg.rope!r}); use a magi-* preset")
-    if cfg.step_conditioning:
-        raise InputError("dit.step_conditioning has no counterpart in the MAGI-1 reference checkpoints")
+    if cfg.step_conditioning and cfg.step_embedder != "time":
+        raise InputError("dit.step_conditioning with step_embedder='own' has no counterpart in the MAGI-1 reference "
+                         "checkpoints (their distilled models embed the step with the timestep embedder: 'time')")
 
 
 def _linear_names(cfg: DiTConfig, layer: int) -> dict[str, str]:

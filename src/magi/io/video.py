@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,18 +26,26 @@ def frames_to_tensor(frames: np.ndarray) -> Tensor:
     return torch.tensor(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
 
 
-def tensor_to_frames(video: Tensor) -> np.ndarray:
-    """(3, T, H, W) float in [-1, 1] -> (T, H, W, 3) uint8 (rounded, clamped)."""
-    pixels = ((video.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+def tensor_to_frames(video: Tensor, rounding: Literal["round", "truncate"] = "round") -> np.ndarray:
+    """(3, T, H, W) float in [-1, 1] -> (T, H, W, 3) uint8, clamped; rounded, or truncated as the official
+    MAGI-1 pipeline does (``(x * 127.5 + 127.5).clamp(0, 255).to(uint8)``)."""
+    video = video.detach().float()
+    if rounding == "truncate":
+        pixels = (video * 127.5 + 127.5).clamp(0, 255).to(torch.uint8)
+    else:
+        pixels = ((video.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
     return pixels.permute(1, 2, 3, 0).cpu().numpy()
 
 
-def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Center-crop to the target aspect ratio, then area-resize: (T, H, W, 3) uint8 -> (T, height, width, 3)."""
+def resize_frames(frames: np.ndarray, height: int, width: int, crop: bool = True) -> np.ndarray:
+    """Center-crop to the target aspect ratio (or, ``crop=False``, stretch to it), then area-resize:
+    (T, H, W, 3) uint8 -> (T, height, width, 3)."""
     _, H, W, _ = frames.shape
     if (H, W) == (height, width):
         return frames
-    if H * width > W * height:  # too tall: crop rows
+    if not crop:
+        pass
+    elif H * width > W * height:  # too tall: crop rows
         crop = round(W * height / width)
         frames = frames[:, (H - crop) // 2:(H - crop) // 2 + crop]
     elif H * width < W * height:  # too wide: crop columns

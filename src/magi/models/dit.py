@@ -19,6 +19,7 @@ Self-attention is block-causal over chunks, uses QK-norm, grouped K/V heads and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -85,11 +86,16 @@ class SelfAttentionMasks:
     ``keys`` (N, Nc + N): the input tokens against the cached and input tokens (block-causal). The last
     ``free_rows`` rows of the batch are context-free (text_and_prefix guidance's third branch): they attend
     among the input tokens only, under ``free`` (N, N), and their keys and values never enter the KV cache.
+
+    ``ranges`` replaces the mask: for each input chunk, the [start, end) slice of key *tokens* (over the
+    cached and input tokens) that its queries attend to, every key inside it (MAGI-1's kv ranges). Each
+    chunk then runs one unmasked attention over its slice: no (N, Nc + N) mask is ever built.
     """
 
     keys: Tensor | None
     free_rows: int = 0
     free: Tensor | None = None
+    ranges: tuple[tuple[int, int], ...] | None = None
 
 
 def text_padding_mask(mask: Tensor, dtype: torch.dtype) -> Tensor | None:
@@ -150,7 +156,13 @@ class Block(nn.Module):
             v, v_free = v[:-free], v[-free:]
         if layer_kv is not None:
             k, v = layer_kv.extend(k, v, tokens_per_chunk)  # (B, Hkv, Nc + N, Dh)
-        out = attend(q, self.apply_rope(k, cos, sin), v, masks.keys)
+        k = self.apply_rope(k, cos, sin)
+        if masks.ranges is not None:  # one unmasked attention per query chunk, over its key slice
+            out = torch.cat([attend(q[:, :, i * tokens_per_chunk:(i + 1) * tokens_per_chunk],
+                                    k[:, :, start:end], v[:, :, start:end])
+                             for i, (start, end) in enumerate(masks.ranges)], dim=2)
+        else:
+            out = attend(q, k, v, masks.keys)
         return torch.cat([out, attend(q_free, k_free, v_free, masks.free)]) if free else out
 
     def text_keys_values(self, text: Tensor) -> tuple[Tensor, Tensor]:
@@ -191,7 +203,7 @@ class DiT(nn.Module):
                                         nn.Linear(cfg.cond_dim, cfg.cond_dim))
         self.context_embed = nn.Sequential(nn.Linear(cfg.context_dim, d), nn.SiLU())
         self.context_pool = nn.Linear(cfg.context_dim, cfg.cond_dim)
-        if cfg.step_conditioning:  # shortcut models: the step size d is a second "timestep"
+        if cfg.step_conditioning and cfg.step_embedder == "own":  # shortcut models: d is a second "timestep"
             self.step_embed = nn.Sequential(nn.Linear(TIME_FREQ_DIM, cfg.cond_dim), nn.SiLU(),
                                             nn.Linear(cfg.cond_dim, cfg.cond_dim))
         self.null_context = nn.Parameter(torch.zeros(cfg.context_max_length, cfg.context_dim))  # learned null text
@@ -215,7 +227,7 @@ class DiT(nn.Module):
             nn.init.zeros_(block.attn_post_norm.weight)
             nn.init.zeros_(block.ffn_post_norm.weight)
         nn.init.zeros_(self.final_proj.weight)
-        if self.cfg.step_conditioning:  # a fresh step embedding adds nothing: a student starts as its teacher
+        if self.cfg.step_conditioning and self.cfg.step_embedder == "own":  # a fresh step embedding adds nothing
             nn.init.zeros_(self.step_embed[2].weight)
 
     def unconditional_context(self, batch: int, length: int | None = None) -> tuple[Tensor, Tensor]:
@@ -274,8 +286,8 @@ class DiT(nn.Module):
             table = magi_rope_positions(frames, h, w, device=device)  # (Nc + N, 3)
         else:
             table = rope_3d(grid_positions(frames, h, w, device=device), cfg.head_dim, cfg.rope_theta)
-        mask = None  # every query sees every key when the queries lie in the last chunk
-        if (frames - query_frames) // cfg.chunk_frames != (frames - 1) // cfg.chunk_frames:
+        mask = None  # every query sees every key when the queries lie in the last chunk (or there are none)
+        if query_frames and (frames - query_frames) // cfg.chunk_frames != (frames - 1) // cfg.chunk_frames:
             chunks = chunk_index_per_token(frames, h * w, cfg.chunk_frames, device=device)  # (Nc + N,)
             mask = additive_mask(block_causal_mask(chunks[-query_frames * h * w:], chunks), dtype)
         return table, mask
@@ -296,7 +308,8 @@ class DiT(nn.Module):
     def forward(self, latents: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None,
                 kv_cache: ChunkKVCache | None = None, step_size: Tensor | None = None,
                 drop_context: Tensor | None = None, unconditional: Tensor | None = None,
-                text_kv: TextKV | None = None, context_free: int = 0) -> Tensor:
+                text_kv: TextKV | None = None, context_free: int = 0,
+                key_ranges: Sequence[tuple[int, int]] | None = None) -> Tensor:
         """Velocity of ``latents`` (B, C, T, H, W) at noise levels ``t`` (B, T), one per latent frame.
 
         Shortcut models (``cfg.step_conditioning``) also take the step size ``step_size`` (B, T) that the
@@ -322,6 +335,11 @@ class DiT(nn.Module):
         (neither the cached ones nor those being admitted), only to each other, as if generated without
         context (text_and_prefix guidance's third branch, batched with the other two). Their attention runs
         over the input tokens alone and the cache holds only the other rows.
+
+        ``key_ranges``: instead of block-causal attention, input chunk i attends to exactly the chunks
+        [start_i, end_i) of the key sequence (the cached chunks, then the input chunks), one (start, end) per
+        input chunk, in chunk units (MAGI-1's ``noise2clean_kvrange`` / ``clean_chunk_kvrange``, see
+        ``magi.sampling.magi1``). No dense mask is built: each chunk attends over its own slice.
         """
         cfg, p = self.cfg, self.cfg.patch_size
         B, C, T, H, W = latents.shape
@@ -359,7 +377,8 @@ class DiT(nn.Module):
             cond = cond + self.context_pool(pooled).repeat_interleave(T // K, dim=1)  # each frame: its chunk's text
         if cfg.step_conditioning:
             d = torch.zeros_like(t) if step_size is None else step_size
-            cond = cond + self.step_embed(timestep_embedding(d, TIME_FREQ_DIM).to(x.dtype))
+            step_embed = self.step_embed if cfg.step_embedder == "own" else self.time_embed
+            cond = cond + step_embed(timestep_embedding(d, TIME_FREQ_DIM).to(x.dtype))
         elif step_size is not None:
             raise ValueError("step_size given to a DiT without step_conditioning")
         # (B, K * L, D) embedded text, projected in each block (inside its forward: sharded weights are gathered
@@ -376,10 +395,19 @@ class DiT(nn.Module):
             cross_mask = own_text if cross_mask is None else cross_mask + own_text  # (B, 1, N, K * L)
 
         cached_frames = kv_cache.num_chunks * cfg.chunk_frames if kv_cache is not None else 0
-        rope, mask = self.positions(cached_frames + T, T, h, w, x.device, x.dtype)
         tokens_per_chunk = cfg.chunk_frames * h * w
-
-        masks = SelfAttentionMasks(mask)
+        if key_ranges is not None:
+            key_chunks = (cached_frames + T) // cfg.chunk_frames
+            if len(key_ranges) != T // cfg.chunk_frames or context_free or \
+                    any(not 0 <= s < e <= key_chunks for s, e in key_ranges):
+                raise ValueError(f"key_ranges {list(key_ranges)} for {T // cfg.chunk_frames} input chunks over "
+                                 f"{key_chunks} key chunks (one non-empty range each, no context_free)")
+            rope, _ = self.positions(cached_frames + T, 0, h, w, x.device, x.dtype)  # query_frames 0: no mask
+            masks = SelfAttentionMasks(None, ranges=tuple((s * tokens_per_chunk, e * tokens_per_chunk)
+                                                          for s, e in key_ranges))
+        else:
+            rope, mask = self.positions(cached_frames + T, T, h, w, x.device, x.dtype)
+            masks = SelfAttentionMasks(mask)
         if context_free:
             if kv_cache is None:
                 raise ValueError("context_free needs a kv_cache: it is what tells clean chunks from those in flight")

@@ -35,11 +35,13 @@ class LayerKV:
         cache.tokens_per_chunk = tokens_per_chunk
         visible = cache.num_chunks * tokens_per_chunk
         if self.keys is not None and self.values is not None:
-            k = torch.cat([self.keys[:, :, :visible], k], dim=2)  # (B, Hkv, Nc + N, Dh)
-            v = torch.cat([self.values[:, :, :visible], v], dim=2)
+            reps = k.shape[0] // self.keys.shape[0]  # > 1: one cache read by every branch (writer_rows)
+            k = torch.cat([self.keys[:, :, :visible].repeat(reps, 1, 1, 1), k], dim=2)  # (B, Hkv, Nc + N, Dh)
+            v = torch.cat([self.values[:, :, :visible].repeat(reps, 1, 1, 1), v], dim=2)
         if cache.pending_chunks:  # a copy: the chunks in flight behind them are not kept alive
             stored = visible + cache.pending_chunks * tokens_per_chunk
-            self.keys, self.values = k[:, :, :stored].contiguous(), v[:, :, :stored].contiguous()
+            rows = slice(None) if cache.writer_rows is None else slice(*cache.writer_rows)
+            self.keys, self.values = k[rows, :, :stored].contiguous(), v[rows, :, :stored].contiguous()
         return k, v
 
 
@@ -50,6 +52,10 @@ class ChunkKVCache:
     num_chunks: int = 0  # clean chunks visible to attention
     pending_chunks: int = 0  # leading input chunks of the next forward to store
     tokens_per_chunk: int = 0
+    # None: every row of the batch keeps its own K/V. (start, end): only those rows' K/V are stored, and
+    # every group of end - start rows reads them (MAGI-1: the null-text branch fills the one cache that the
+    # text branch reads too)
+    writer_rows: tuple[int, int] | None = None
     layers: list[LayerKV] = field(default_factory=list)  # one per attention layer, in order
 
     def __post_init__(self) -> None:

@@ -33,6 +33,7 @@ from magi.models.magi_vae import MagiVAE, MagiVAEConfig, TiledVAE, Tiling
 from magi.models.text import TextEncoder, build_text_encoder
 from magi.models.vae import TransformerVAE
 from magi.quant.fp8 import is_fp8_state, quantize_
+from magi.sampling import magi1
 from magi.sampling.sampler import Prefix, iter_generate, num_steps
 from magi.sampling.special_tokens import chunk_texts, load_special_tokens, negative_text
 
@@ -61,7 +62,7 @@ def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
         torch.manual_seed(0)
         vae = TransformerVAE(cfg.vae) if our_vae else None
         dit = DiT(cfg.dit)
-    dit = dit.to(dtype=DTYPES[cfg.dtype])  # before the fp8 swap: .to(dtype) would upcast fp8 buffers
+    dit = apply_precision(dit, cfg)  # before the fp8 swap: .to(dtype) would upcast fp8 buffers
     if folder is None:
         quantize_(dit, cfg.quant)
     else:
@@ -88,6 +89,23 @@ def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
         raise InputError(f"the config uses special tokens {list(keys)}, which come with a checkpoint's weights")
     tokens = load_special_tokens(folder, keys) if keys else {}
     return Pipeline(cfg, vae, dit, build_text_encoder(cfg.text), tokens)
+
+
+# MAGI-1's zero-centred norms whose gains the official keeps in float32 (dit_model.py
+# ``_high_precision_promoter``: q/k layernorm of the self-attention, both post norms, the final norm)
+FLOAT32_GAINS = ("q_norm", "k_norm", "attn_post_norm", "ffn_post_norm", "final_norm")
+
+
+def apply_precision(dit: DiT, cfg: RunConfig) -> DiT:
+    """Cast the DiT to ``cfg.dtype``; for the published layout (``dit.norm = "layernorm"``) keep the gains
+    the official keeps in float32, so that ``1 + w`` is not rounded to bfloat16 (our norms compute in
+    float32 whatever their weights' dtype)."""
+    dit = dit.to(dtype=DTYPES[cfg.dtype])
+    if cfg.dit.norm == "layernorm":
+        for name, module in dit.named_modules():
+            if name.rsplit(".", 1)[-1] in FLOAT32_GAINS:
+                module.float()
+    return dit
 
 
 def load_magi_vae(folder: Path, cfg: RunConfig) -> MagiVAE:
@@ -147,21 +165,27 @@ def validate(request: Request, cfg: RunConfig) -> None:
 
 def conditioning_length(request: Request, cfg: RunConfig) -> int:
     """How many frames ``conditioning_frames`` gives: 1 for an image, the prefix video cut to a multiple of
-    the VAE's stride, 0 for text alone."""
+    the VAE's stride (procedure magi1: its first 32 frames, as the official reads it), 0 for text alone."""
     if request.mode == "i2v" and request.image is not None:
         return 1
     if request.mode == "v2v" and request.prefix_video is not None:
-        return request.prefix_video.shape[0] // cfg.vae.patch_t * cfg.vae.patch_t
+        frames = request.prefix_video.shape[0]
+        if cfg.sampler.procedure == "magi1":
+            frames = min(frames, magi1.V2V_PREFIX_FRAMES)
+        return frames // cfg.vae.patch_t * cfg.vae.patch_t
     return 0
 
 
 def conditioning_frames(request: Request, cfg: RunConfig) -> np.ndarray | None:
-    """The conditioning frames at the model's size: (P, H, W, 3) uint8, P a multiple of the VAE's stride."""
+    """The conditioning frames at the model's size: (P, H, W, 3) uint8, P a multiple of the VAE's stride.
+    Centre-cropped to the model's aspect ratio, or stretched to it (procedure magi1, as the official's
+    ffmpeg ``scale``)."""
     height, width = cfg.video.height, cfg.video.width
+    crop = cfg.sampler.procedure != "magi1"
     if request.mode == "i2v" and request.image is not None:
-        return resize_frames(request.image[None], height, width)
+        return resize_frames(request.image[None], height, width, crop=crop)
     if request.mode == "v2v" and request.prefix_video is not None:
-        return resize_frames(request.prefix_video[:conditioning_length(request, cfg)], height, width)
+        return resize_frames(request.prefix_video[:conditioning_length(request, cfg)], height, width, crop=crop)
     return None
 
 
@@ -217,9 +241,15 @@ def generate_batch(pipe: Pipeline, requests: Sequence[Request],
 
     conditions = [conditioning_frames(request, cfg) for request in requests]
     prefix = None if first.mode == "t2v" else Prefix(torch.cat([encode_conditioning(pipe, c) for c in conditions]))
-    opening = 0 if prefix is None else prefix.latents.shape[2] % chunk_frames
-    latent_frames = opening + math.ceil(first.num_frames / stride)
-    num_chunks = math.ceil(latent_frames / chunk_frames)
+    official = cfg.sampler.procedure == "magi1"
+    if official:  # every chunk whole, as the official outputs them
+        num_chunks, _ = magi1.chunk_counts(first.num_frames, stride, 0 if prefix is None else prefix.latents.shape[2],
+                                           chunk_frames)
+        opening = 0
+    else:
+        opening = 0 if prefix is None else prefix.latents.shape[2] % chunk_frames
+        latent_frames = opening + math.ceil(first.num_frames / stride)
+        num_chunks = math.ceil(latent_frames / chunk_frames)
 
     context, mask = pipe.text.encode([request.prompt for request in requests])  # (B, L, Dc), (B, L)
     sampler, max_length, negative = cfg.sampler, cfg.dit.context_max_length, None
@@ -230,10 +260,18 @@ def generate_batch(pipe: Pipeline, requests: Sequence[Request],
         negative = negative_text(*pipe.dit.unconditional_context(len(requests)), pipe.special_tokens,
                                  sampler.negative_special_tokens, max_length)
     total = num_steps(num_chunks, sampler)
+    seeds = [request.seed for request in requests]
+    report = None if progress is None else (lambda done: progress(done, total))
+    if official:  # the official output: every generated chunk decoded whole, pixels truncated
+        chunks = magi1.iter_generate(pipe.dit, sampler, context, mask, num_chunks=num_chunks,
+                                     latent_shape=latent_shape, prefix=None if prefix is None else prefix.latents,
+                                     seed=seeds, use_kv_cache=first.use_kv_cache, progress=report,
+                                     negative=negative)
+        for latents in chunks:
+            yield [tensor_to_frames(video, rounding="truncate") for video in pipe.vae.decode(latents.float())]
+        return
     chunks = iter_generate(pipe.dit, sampler, context, mask, num_chunks=num_chunks, latent_shape=latent_shape,
-                           prefix=prefix, seed=[request.seed for request in requests],
-                           use_kv_cache=first.use_kv_cache,
-                           progress=None if progress is None else (lambda done: progress(done, total)),
+                           prefix=prefix, seed=seeds, use_kv_cache=first.use_kv_cache, progress=report,
                            negative=negative,
                            reencode=(lambda z: reencode(pipe, z)) if sampler.reencode_context else None)
     if first.include_prefix and prefix is not None:

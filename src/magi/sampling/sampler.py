@@ -73,6 +73,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     ``batch_guidance=False`` runs text_and_prefix guidance's unconditional branch as a forward of its own, as
     without the cache (same result; the benchmarks' baseline).
     """
+    if cfg.procedure != "native":
+        raise ValueError(f"sampler.procedure={cfg.procedure!r} runs in magi.sampling.magi1, not this sampler")
     B, F = context.shape[0], dit.cfg.chunk_frames
     C, H, W = latent_shape
     dtype = next(dit.parameters()).dtype

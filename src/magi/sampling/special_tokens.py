@@ -62,9 +62,10 @@ def load_special_tokens(folder: Path, keys: tuple[str, ...]) -> dict[str, Tensor
 
 
 def prepend(token: Tensor, context: Tensor, mask: Tensor, max_length: int) -> tuple[Tensor, Tensor]:
-    """Put ``token`` (n, Dc) in front of (B, L, Dc) ``context`` and its mask; keep ``max_length`` tokens."""
+    """Put ``token`` (n, Dc) in front of (B, L, Dc) ``context`` and its mask; keep ``max_length`` tokens.
+    The token is rounded to float16 first, as the official prompt processing holds its tokens."""
     B = context.shape[0]
-    context = torch.cat([token.to(context)[None].expand(B, -1, -1), context], dim=1)[:, :max_length]
+    context = torch.cat([token.half().to(context)[None].expand(B, -1, -1), context], dim=1)[:, :max_length]
     mask = torch.cat([mask.new_ones(B, token.shape[0]), mask], dim=1)[:, :max_length]
     return context, mask
 
