@@ -305,3 +305,25 @@ def test_distill_presets_follow_the_official_configs(name):
     assert cfg.sampler.procedure == "magi1" and cfg.sampler.distilled and cfg.sampler.guidance == "none"
     assert cfg.sampler.steps == (64 if "4.5b" in name else 16)
     assert cfg.dit.step_conditioning and cfg.dit.step_embedder == "time"
+
+
+def test_pipeline_outputs_the_official_frames_per_mode():
+    """Every generated chunk decoded whole: t2v 24 frames -> 1 chunk; i2v -> 2 chunks, the image's chunk whole;
+    v2v conditions on the first 32 frames (8 latents: 1 whole chunk + 2 frames) and drops those 2 frames."""
+    import numpy as np
+
+    from magi.sampling.pipeline import Request, build_pipeline, conditioning_length, generate_frames
+
+    run = get_preset("tiny")
+    run = dataclasses.replace(run, sampler=dataclasses.replace(run.sampler, procedure="magi1"))
+    pipe = build_pipeline(run)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)  # another aspect: stretched, not cropped
+    video = rng.integers(0, 255, (40, 64, 64, 3), dtype=np.uint8)
+    counts = {}
+    for mode, extra in (("t2v", {}), ("i2v", {"image": image}), ("v2v", {"prefix_video": video})):
+        request = Request(mode=mode, prompt="a ball", num_frames=24, seed=0, **extra)
+        counts[mode] = [frames.shape[0] for frames in generate_frames(pipe, request)]
+    assert counts == {"t2v": [24], "i2v": [24, 24], "v2v": [16, 24]}
+    assert conditioning_length(Request(mode="v2v", prompt="a", prefix_video=video), run) == 32
+
