@@ -327,3 +327,11 @@ def test_pipeline_outputs_the_official_frames_per_mode():
     assert counts == {"t2v": [24], "i2v": [24, 24], "v2v": [16, 24]}
     assert conditioning_length(Request(mode="v2v", prompt="a", prefix_video=video), run) == 32
 
+
+
+def test_special_tokens_are_held_in_float16():
+    from magi.sampling.special_tokens import prepend
+
+    token = torch.full((1, 4), 1.0 + 2.0**-12)  # not a float16 number: rounds to 1.0
+    context, mask = prepend(token, torch.zeros(1, 2, 4), torch.ones(1, 2, dtype=torch.bool), max_length=3)
+    assert context[0, 0].tolist() == [1.0] * 4 and mask.tolist() == [[True, True, True]]

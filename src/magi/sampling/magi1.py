@@ -41,6 +41,7 @@ from magi.flow.schedule import magi1_step_intervals, magi1_time_grid
 from magi.models.dit import DiT
 from magi.models.kv_cache import ChunkKVCache
 from magi.sampling.chunks import chunk_plan
+from magi.sampling.sampler import pad_context
 
 CFG_RANGE_EPS = 1e-7  # DM get_cfg_scale: searchsorted(cfg_t_range - 1e-7, t) - 1
 V2V_PREFIX_FRAMES = 32  # v2v conditions on the prefix video's first 32 frames (video_process.py prefix_frame)
@@ -139,8 +140,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     if context.shape[1] != num_chunks:
         raise ValueError(f"{context.shape[1]} per-chunk texts for {num_chunks} chunks")
     length = max(context.shape[2], dit.cfg.context_max_length)
-    context, context_mask = _pad(context, context_mask, length)
-    null, null_mask = dit.unconditional_context(B, length) if negative is None else _pad(*negative, length)
+    context, context_mask = pad_context(context, context_mask, length)
+    null, null_mask = dit.unconditional_context(B, length) if negative is None else pad_context(*negative, length)
     null, context = null.to(device, dtype), context.to(device, dtype)
     null_mask, context_mask = null_mask.to(device), context_mask.to(device)
 
@@ -252,11 +253,3 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         if progress is not None:
             progress(index + 1)
 
-
-def _pad(context: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
-    """Zero-pad (..., L, Dc) context and its (..., L) mask to ``length`` tokens (padding masked out)."""
-    extra = length - context.shape[-2]
-    if extra <= 0:
-        return context, mask
-    return (torch.cat([context, context.new_zeros(*context.shape[:-2], extra, context.shape[-1])], -2),
-            torch.cat([mask, mask.new_zeros(*mask.shape[:-1], extra)], -1))
