@@ -335,3 +335,21 @@ def test_special_tokens_are_held_in_float16():
     token = torch.full((1, 4), 1.0 + 2.0**-12)  # not a float16 number: rounds to 1.0
     context, mask = prepend(token, torch.zeros(1, 2, 4), torch.ones(1, 2, dtype=torch.bool), max_length=3)
     assert context[0, 0].tolist() == [1.0] * 4 and mask.tolist() == [[True, True, True]]
+
+
+@pytest.mark.parametrize("prompt, cleaned", [
+    ("  Good Boy  ", "good boy"),  # lower-cased and stripped
+    ("The dog@home visits www.example.com today", "the dog visits today"),  # @names and URLs
+    ("a cat \u2014 running", "a cat - running"),  # every dash becomes "-"
+    ("\u201cquoted\u201d", "quoted"),  # quotes unified, then the enclosing pair dropped
+    ("file photo.jpg of a-b-c-d-e", "file of a b c d e"),  # file names; more than 3 dashes become spaces
+    ("Sizes 1920x1080 and jc6640 here", "sizes and here"),  # sizes and ids
+    ("A &amp; B <b>bold</b>", "a b bold"),  # HTML stripped, then its punctuation
+    ("free shipping on 1234567 items, click for details", "on items"),  # shop phrases; the 2nd pass's strip
+])
+def test_prompts_are_cleaned_twice_as_the_published_models_were_trained(prompt, cleaned):
+    from magi.models.caption_cleaning import clean_caption, clean_once
+
+    assert clean_caption(prompt) == cleaned
+    assert clean_once(clean_once(prompt)) == cleaned
+    assert get_preset("magi-4.5b").text.clean_captions and not get_preset("physics-64").text.clean_captions

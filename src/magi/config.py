@@ -124,6 +124,9 @@ class TextConfig:
     path: str = ""  # local directory for "t5"; empty means the packaged model for "minilm"
     max_length: int = 64
     dim: int = 384
+    # clean each prompt twice before tokenizing, as the published MAGI-1 models' T5 did in training
+    # (magi.models.caption_cleaning; needs ftfy and beautifulsoup4)
+    clean_captions: bool = False
 
     def __post_init__(self) -> None:
         _require(self.kind in ("minilm", "t5", "hash"), f"text.kind={self.kind!r} is not minilm|t5|hash")

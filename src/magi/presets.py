@@ -104,7 +104,7 @@ def magi_4p5b() -> RunConfig:
                       ffn_dim=12288, gated_ffn=False, context_dim=T5_DIM, context_max_length=800,
                       x_rescale_factor=1.0, norm="layernorm", rope="magi", gelu_approximate="none",
                       adaln_text="null_token", null_text_tokens=50),
-        text=TextConfig(kind="t5", path="ckpt/t5", dim=T5_DIM, max_length=800),
+        text=TextConfig(kind="t5", path="ckpt/t5", dim=T5_DIM, max_length=800, clean_captions=True),
         # the official procedure (magi.sampling.magi1) with example/4.5B/4.5B_base_config.json's runtime_config;
         # special tokens: the run scripts' PAD_HQ=1 PAD_DURATION=1
         sampler=SamplerConfig(procedure="magi1", steps=64, window_size=4, shift=3.0, context_chunks=5,

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from magi.config import TextConfig
 from magi.errors import InputError
+from magi.models.caption_cleaning import clean_caption
 
 
 class TextEncoder(Protocol):
@@ -67,11 +68,14 @@ class _TransformersEncoder:
         self.model = getattr(transformers, model_class).from_pretrained(str(path), local_files_only=True,
                                                                          use_safetensors=True).eval()
         self.dim, self.max_length = self.model.config.hidden_size, cfg.max_length  # T5 maps hidden_size to d_model
+        self.clean = cfg.clean_captions
         if self.dim != cfg.dim:
             raise InputError(f"text encoder in '{path}' is {self.dim} wide but the config says text.dim={cfg.dim}")
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        if self.clean:
+            prompts = [clean_caption(prompt) for prompt in prompts]
         tokens = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_length,
                                 return_tensors="pt")
         hidden = self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
