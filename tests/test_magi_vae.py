@@ -201,6 +201,31 @@ def test_temporal_tiles_decode_independently():
         assert torch.equal(tiled, halves)
 
 
+def test_a_lone_latent_tile_decodes_to_one_frame():
+    """The published ViTVAE.decode keeps one frame of a one-latent input; the tiled decode of a 4-latent
+    chunk in tiles of 3 (the official v2v's first chunk) is 3 * 4 + 1 = 13 frames."""
+    vae, _ = small_vae()  # patch_t = 2 here: tiles of 6 frames are 3 latents; 4 latents -> 3 * 2 + 1 frames
+    latents = torch.randn(1, 4, 4, 4, 4)
+    with torch.no_grad():
+        assert vae.decode(latents[:, :, :1]).shape[2] == 1
+        tiled = tiled_decode(vae, latents, Tiling(frames=6, height=64, width=64))
+        assert tiled.shape[2] == 7
+        torch.testing.assert_close(tiled[:, :, 6:], vae.decoder(latents[:, :, 3:] / 0.5)[:, :, :1])
+
+
+def test_published_vae_runs_in_the_run_dtype():
+    from magi.models.magi_vae import TiledVAE
+
+    vae, _ = small_vae()
+    tiled = TiledVAE(vae.to(torch.bfloat16), Tiling(frames=4, height=64, width=64))
+    video = torch.rand(1, 3, 4, 16, 16) * 2 - 1
+    with torch.no_grad():
+        latents = tiled.encode(video)
+        assert latents.dtype == torch.float32 and tiled.decode(latents).dtype == torch.float32
+        reference = vae.float().encode(video)
+        assert 0 < (latents - reference).abs().max() < 0.1  # bf16 rounding, not float32
+
+
 @pytest.mark.parametrize("chained", [False, True])
 def test_tiles_stitch_back_to_the_input(chained):
     """With an identity "network", overlapping tiles blend identical values: the input comes back."""
@@ -304,7 +329,7 @@ def test_generate_with_the_reference_vae(tmp_path):
     write_reference_dir(ckpt / "inference_weight", run.dit)
     write_reference_vae(tmp_path / "ckpt" / "vae", TINY_DDCONFIG)
     pipe = build_pipeline(run)
-    assert isinstance(pipe.vae, TiledVAE) and pipe.vae.tiling.frames == run.video.fps // 2
+    assert isinstance(pipe.vae, TiledVAE) and pipe.vae.tiling.frames == 2 * run.vae.patch_t  # fps // 2 is 1 latent
     image = (torch.rand(64, 64, 3) * 255).to(torch.uint8).numpy()
     frames = list(generate_frames(pipe, Request(mode="i2v", prompt="a ball", image=image, num_frames=8)))
     assert frames[0].shape == (1, 64, 64, 3)

@@ -281,7 +281,7 @@ def test_build_pipeline_reads_a_reference_directory(tmp_path):
 def test_bf16_pipeline_keeps_the_official_float32_gains(tmp_path):
     """The official adds 1 to the zero-centred gains in float32 and keeps q/k, post and final norms in
     float32 (``_high_precision_promoter``); a bf16 checkpoint's gains must not be rounded to bf16 again."""
-    from magi.sampling.pipeline import FLOAT32_GAINS, build_pipeline
+    from magi.sampling.pipeline import FLOAT32_GAINS, FLOAT32_MODULES, build_pipeline
     from test_magi_vae import TINY_DDCONFIG, write_reference_vae
 
     folder = tmp_path / "downloads" / "4.5B_base"
@@ -303,3 +303,12 @@ def test_bf16_pipeline_keeps_the_official_float32_gains(tmp_path):
     for name in FLOAT32_GAINS:
         module = dit.final_norm if name == "final_norm" else getattr(dit.blocks[0], name)
         assert module.weight.dtype == torch.float32
+    for name in FLOAT32_MODULES:  # the embedders, final linear and RoPE bands, as the official's
+        assert all(p.dtype == torch.float32 for p in getattr(dit, name).parameters())
+    assert dit.null_context.dtype == torch.float32 and dit.blocks[1].ffn.w1.weight.dtype == torch.bfloat16
+    from magi.sampling import magi1
+
+    sampler = dataclasses.replace(get_preset("magi-4.5b").sampler, steps=8, special_tokens=())
+    context, mask = torch.randn(1, 5, 384), torch.ones(1, 5, dtype=torch.bool)
+    chunk = next(magi1.iter_generate(dit, sampler, context, mask, num_chunks=1, latent_shape=(8, 8, 8)))
+    assert chunk.dtype == torch.float32 and chunk.isfinite().all()

@@ -78,3 +78,15 @@ def test_atomic_write_text(tmp_path):
     atomic_write_text(tmp_path / "a" / "b.json", "{}\n")
     assert (tmp_path / "a" / "b.json").read_text() == "{}\n"
     assert len(list((tmp_path / "a").iterdir())) == 1
+
+
+def test_resample_fps_takes_the_nearest_frame_in_time():
+    import numpy as np
+
+    from magi.io.video import resample_fps
+
+    frames = np.arange(12)[:, None, None, None] * np.ones((1, 2, 2, 3), dtype=np.uint8)
+    assert resample_fps(frames, 60, 8)[:, 0, 0, 0].tolist() == [0, 8]  # 0.2 s -> 2 frames at 8 fps
+    slow = resample_fps(frames[:3], 1, 8)[:, 0, 0, 0].tolist()  # 3 s -> 24 frames, each held ~8 times
+    assert slow == [0] * 4 + [1] * 8 + [2] * 12
+    assert resample_fps(frames, 24, 24) is frames

@@ -73,12 +73,20 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_flags(args)
-    from magi.io.video import read_image, read_video
+    import sys
+
+    from magi.io.video import read_image, read_video, resample_fps
     from magi.sampling.pipeline import Request, validate
 
     cfg = resolve_config(args)
     image = read_image(args.image_path) if args.image_path else None
-    prefix = read_video(args.prefix_video_path)[0] if args.prefix_video_path else None
+    prefix = None
+    if args.prefix_video_path:  # at the model's frame rate, as the official reads it (ffmpeg fps filter)
+        prefix, fps = read_video(args.prefix_video_path)
+        if abs(fps - cfg.video.fps) > 1e-6:
+            prefix = resample_fps(prefix, fps, cfg.video.fps)
+            print(f"note: the prefix video runs at {fps:g} fps; resampled to the model's {cfg.video.fps} fps "
+                  f"({prefix.shape[0]} frames)", file=sys.stderr)
     request = Request(mode=args.mode, prompt=args.prompt, image=image, prefix_video=prefix,
                       num_frames=cfg.video.num_frames if args.num_frames is None else args.num_frames, seed=args.seed,
                       include_prefix=not args.no_prefix_in_output, use_kv_cache=not args.no_kv_cache)

@@ -99,6 +99,19 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
     return np.stack(frames), fps
 
 
+def resample_fps(frames: np.ndarray, fps: float, target_fps: float) -> np.ndarray:
+    """(T, H, W, 3) frames at ``fps`` -> the frames at ``target_fps`` over the same duration: output frame k
+    is the input frame nearest its time k / target_fps (what ffmpeg's ``fps`` filter does, the official
+    MAGI-1 reading of a prefix video)."""
+    if fps <= 0 or target_fps <= 0:
+        raise InputError(f"frame rates must be positive, got {fps} -> {target_fps}")
+    if abs(fps - target_fps) < 1e-6:
+        return frames
+    count = max(1, round(frames.shape[0] * target_fps / fps))
+    index = np.minimum(np.floor(np.arange(count) * fps / target_fps + 0.5).astype(int), frames.shape[0] - 1)
+    return frames[index]
+
+
 def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float,
                 crf: int = 12) -> int:
     """Write H.264 mp4 from (T, H, W, 3) uint8 frames or an iterable of such batches; returns the frame count.

@@ -105,6 +105,12 @@ def text_padding_mask(mask: Tensor, dtype: torch.dtype) -> Tensor | None:
     return None if allowed is None else additive_mask(allowed[:, None, None, :], dtype)
 
 
+def own_dtype(module: nn.Module, x: Tensor) -> Tensor:
+    """``module(x)`` in the module's own dtype: MAGI-1 keeps its embedders and final linear in float32 when
+    the blocks run in bfloat16 (a precision policy applied from outside, ``pipeline.apply_precision``)."""
+    return module(x.to(next(module.parameters()).dtype))
+
+
 def gated(x: Tensor, gate: Tensor, frames: int) -> Tensor:
     """x: (B, N, D) tokens of ``frames`` latent frames; gate: (B, frames, D), one gate per frame."""
     B, N, D = x.shape
@@ -230,6 +236,12 @@ class DiT(nn.Module):
         if self.cfg.step_conditioning and self.cfg.step_embedder == "own":  # a fresh step embedding adds nothing
             nn.init.zeros_(self.step_embed[2].weight)
 
+    def block_dtype(self) -> torch.dtype:
+        """The dtype the blocks compute in: their first norm's (norms are never quantized, and those that
+        MAGI-1 keeps in float32 come later)."""
+        norms = tuple(NORMS.values())
+        return next(m.weight.dtype for m in self.blocks[0].modules() if isinstance(m, norms))
+
     def unconditional_context(self, batch: int, length: int | None = None) -> tuple[Tensor, Tensor]:
         """The learned null text (context_max_length tokens, as in MAGI-1) padded to ``length``.
 
@@ -248,7 +260,8 @@ class DiT(nn.Module):
     def text_kv(self, context: Tensor, context_mask: Tensor | None = None) -> TextKV:
         """Every block's cross-attention keys and values of ``context`` (B, L, Dc) or (B, K, L, Dc), and the
         padding mask of ``context_mask`` (B, L) or (B, K, L) (None: no padding)."""
-        text = self.context_embed(context.flatten(1, 2) if context.dim() == 4 else context)  # (B, K * L, D)
+        text = own_dtype(self.context_embed, context.flatten(1, 2) if context.dim() == 4 else context)  # (B, K*L, D)
+        text = text.to(self.block_dtype())
         mask = None if context_mask is None else text_padding_mask(context_mask.flatten(1), text.dtype)
         return TextKV(tuple(block.text_keys_values(text) for block in self.blocks), mask)
 
@@ -362,31 +375,34 @@ class DiT(nn.Module):
         if cfg.half_channel_vae:  # (B, C/2, ...) latents fill both halves of the input channels
             latents = torch.cat([latents, latents], dim=1)
         x = rearrange(latents, "b c t (h p) (w q) -> b (t h w) (c p q)", p=p, q=p)
-        x = self.patch_embed(x)  # (B, N, D)
+        dtype = self.block_dtype()  # the embedders may be kept in float32
+        x = own_dtype(self.patch_embed, x).to(dtype)  # (B, N, D)
 
-        cond = self.time_embed(timestep_embedding(t, TIME_FREQ_DIM).to(x.dtype))  # (B, T, Dcond)
+        cond = own_dtype(self.time_embed, timestep_embedding(t, TIME_FREQ_DIM))  # (B, T, Dcond)
         if cfg.adaln_text == "null_token":
             no_text = torch.zeros(B, dtype=torch.bool, device=x.device)
             for flags in (unconditional, drop_context):
                 no_text = no_text if flags is None else no_text | flags
             token = torch.where(no_text[:, None], self.null_context[-1], self.null_context[-2])  # (B, Dc)
-            cond = cond + self.context_pool(token.to(context.dtype))[:, None]
+            cond = cond + own_dtype(self.context_pool, token)[:, None]
         else:
             weights = context_mask.unsqueeze(-1).to(context.dtype)
             pooled = (context * weights).sum(2) / weights.sum(2).clamp(min=1.0)  # (B, K, Dc)
-            cond = cond + self.context_pool(pooled).repeat_interleave(T // K, dim=1)  # each frame: its chunk's text
+            cond = cond + own_dtype(self.context_pool, pooled).repeat_interleave(T // K, dim=1)  # its chunk's text
         if cfg.step_conditioning:
             d = torch.zeros_like(t) if step_size is None else step_size
             step_embed = self.step_embed if cfg.step_embedder == "own" else self.time_embed
-            cond = cond + step_embed(timestep_embedding(d, TIME_FREQ_DIM).to(x.dtype))
+            cond = cond + own_dtype(step_embed, timestep_embedding(d, TIME_FREQ_DIM))
         elif step_size is not None:
             raise ValueError("step_size given to a DiT without step_conditioning")
         # (B, K * L, D) embedded text, projected in each block (inside its forward: sharded weights are gathered
         # there), or each block's keys and values computed beforehand
         if text_kv is None:
-            texts = [self.context_embed(context).flatten(1, 2)] * len(self.blocks)
+            cond = cond.to(dtype)
+            texts = [own_dtype(self.context_embed, context).to(dtype).flatten(1, 2)] * len(self.blocks)
             cross_mask = text_padding_mask(context_mask.flatten(1), x.dtype)  # (B, 1, 1, K * L) or None
         else:
+            cond = cond.to(dtype)
             texts, cross_mask = text_kv.layers, text_kv.mask
         if K > 1:  # token of chunk k -> text k
             token_chunk = torch.arange(x.shape[1], device=x.device) // (x.shape[1] // K)
@@ -421,7 +437,7 @@ class DiT(nn.Module):
         for block, text, layer_kv in zip(self.blocks, texts, layers, strict=True):
             x = block(x, cond, text, cross_mask, rope, masks, layer_kv, tokens_per_chunk)
 
-        x = self.final_proj(self.final_norm(x))  # (B, N, C * p * p)
+        x = own_dtype(self.final_proj, self.final_norm(x))  # (B, N, C * p * p)
         x = rearrange(x, "b (t h w) (c p q) -> b c t (h p) (w q)", t=T, h=h, w=w, p=p, q=p)
         if cfg.half_channel_vae:
             x = x[:, :cfg.latent_channels]  # the velocity is the first half

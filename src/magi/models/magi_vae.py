@@ -301,12 +301,12 @@ class MagiVAE(nn.Module):
         return self.encode_distribution(video)[0] * self.cfg.scale_factor
 
     def decode(self, latents: Tensor) -> Tensor:
-        """Scaled latents (B, C, t, h, w) -> video (B, 3, t * pt, h * ph, w * ph), unclamped.
-
-        Always t * pt frames: the reference's ``ViTVAE.decode`` keeps only the first of them when t = 1 (its
-        image case), which its pipeline's tiles of 3 latent frames never reach.
-        """
-        return self.decoder(latents / self.cfg.scale_factor)
+        """Scaled latents (B, C, t, h, w) -> video (B, 3, t * pt, h * ph, w * ph), unclamped; a single latent
+        frame (t = 1, the image case) gives a single frame, as the published ``ViTVAE.decode`` does (its
+        pipeline's tiles of 3 latent frames reach it: the official v2v's first chunk of 4 latents decodes
+        to 3 * 4 + 1 = 13 frames)."""
+        video = self.decoder(latents / self.cfg.scale_factor)
+        return video[:, :, :1] if latents.shape[2] == 1 else video
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -409,7 +409,12 @@ class TiledVAE(nn.Module):
         self.tiling = tiling
 
     def encode(self, video: Tensor) -> Tensor:
-        return tiled_encode(self.vae, video, self.tiling)
+        """In the VAE's dtype (the official runs it in bfloat16), returned as float32."""
+        return tiled_encode(self.vae, video.to(self.dtype), self.tiling).float()
 
     def decode(self, latents: Tensor) -> Tensor:
-        return tiled_decode(self.vae, latents, self.tiling)
+        return tiled_decode(self.vae, latents.to(self.dtype), self.tiling).float()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype

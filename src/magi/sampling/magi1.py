@@ -121,7 +121,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
                          "chunks as the null-text branch cached them")
     B, F = context.shape[0], dit.cfg.chunk_frames
     C, H, W = latent_shape
-    device, dtype = dit.patch_embed.weight.device, next(dit.parameters()).dtype
+    device = dit.patch_embed.weight.device
+    dtype = torch.float32  # inputs as the official feeds them; the DiT casts for each of its parts
     seeds = [seed + i for i in range(B)] if isinstance(seed, int) else list(seed)
     if len(seeds) != B:
         raise ValueError(f"{len(seeds)} seeds for {B} videos")

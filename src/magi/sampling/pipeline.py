@@ -70,8 +70,10 @@ def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
         if our_vae:
             load_weights(vae, folder / "vae.safetensors")
         else:  # the published VAE, tiled like the reference pipeline (tiles of fps // 2 frames)
-            frames = max(cfg.vae.patch_t, cfg.video.fps // 2 // cfg.vae.patch_t * cfg.vae.patch_t)
-            vae = TiledVAE(load_magi_vae(folder, cfg), Tiling(frames=frames))
+            # (at least 2 latent frames: a tile of one latent decodes to one frame, as the published VAE does)
+            frames = max(2 * cfg.vae.patch_t, cfg.video.fps // 2 // cfg.vae.patch_t * cfg.vae.patch_t)
+            # in the run's dtype: the official runs its VAE in bfloat16 (video_process.py VaeHelper)
+            vae = TiledVAE(load_magi_vae(folder, cfg).to(DTYPES[cfg.dtype]), Tiling(frames=frames))
         state = read_safetensors(folder / "dit.safetensors") if reference is None \
             else load_reference_state(reference, cfg.dit)  # dequantized if fp8: requantized below
         if is_fp8_state(state):
@@ -91,20 +93,23 @@ def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
     return Pipeline(cfg, vae, dit, build_text_encoder(cfg.text), tokens)
 
 
-# MAGI-1's zero-centred norms whose gains the official keeps in float32 (dit_model.py
-# ``_high_precision_promoter``: q/k layernorm of the self-attention, both post norms, the final norm)
+# What the official keeps in float32 under bfloat16 (dit_model.py ``_high_precision_promoter``): the x, t and
+# caption embedders, the final linear and the RoPE bands, and the zero-centred norms of the self-attention's
+# q and k, both post norms and the final norm (so that 1 + w is not rounded)
+FLOAT32_MODULES = ("patch_embed", "time_embed", "context_embed", "context_pool", "final_proj", "rope")
 FLOAT32_GAINS = ("q_norm", "k_norm", "attn_post_norm", "ffn_post_norm", "final_norm")
 
 
 def apply_precision(dit: DiT, cfg: RunConfig) -> DiT:
-    """Cast the DiT to ``cfg.dtype``; for the published layout (``dit.norm = "layernorm"``) keep the gains
-    the official keeps in float32, so that ``1 + w`` is not rounded to bfloat16 (our norms compute in
-    float32 whatever their weights' dtype)."""
+    """Cast the DiT to ``cfg.dtype``; for the published layout (``dit.norm = "layernorm"``) keep in float32
+    what the official keeps there (the DiT runs each embedder in its own dtype; our norms compute in float32
+    whatever their weights' dtype)."""
     dit = dit.to(dtype=DTYPES[cfg.dtype])
     if cfg.dit.norm == "layernorm":
         for name, module in dit.named_modules():
-            if name.rsplit(".", 1)[-1] in FLOAT32_GAINS:
+            if name in FLOAT32_MODULES or name.rsplit(".", 1)[-1] in FLOAT32_GAINS:
                 module.float()
+        dit.null_context.data = dit.null_context.data.float()  # the caption embedder's null caption
     return dit
 
 
