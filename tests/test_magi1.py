@@ -109,6 +109,9 @@ def test_ranges_equal_the_block_causal_mask_and_hide_what_is_outside():
     x, t = torch.randn(1, 4, 6, 4, 4), torch.rand(1, 6)
     ctx, mask = text()
     causal = dit(x, t, ctx, mask)
+    # a partial last chunk takes the dense block-causal mask; the whole chunks before it are unchanged
+    dense = dit(torch.cat([x, torch.randn(1, 4, 1, 4, 4)], 2), torch.cat([t, torch.rand(1, 1)], 1), ctx, mask)
+    torch.testing.assert_close(dense[:, :, :6], causal, atol=1e-5, rtol=1e-5)
     ranged = dit(x, t, ctx, mask, key_ranges=[(0, 1), (0, 2), (0, 3)])
     torch.testing.assert_close(ranged, causal, atol=1e-5, rtol=1e-5)
     windowed = dit(x, t, ctx, mask, key_ranges=[(0, 1), (1, 2), (1, 3)])  # chunks 1, 2 do not see chunk 0

@@ -41,6 +41,7 @@ class VAEConfig:
     segment_frames: int = 6  # latent frames per attention segment; decode memory is bounded by one segment
     scale_factor: float = 1.0  # latents are multiplied by this after encoding (MAGI-1: 0.18215)
     norm_eps: float = 1e-6
+    device: str = ""  # where the VAE runs; "" = the run's device (RunConfig.device)
 
     def __post_init__(self) -> None:
         _require(self.dim % self.num_heads == 0, f"vae.dim={self.dim} not divisible by num_heads={self.num_heads}")
@@ -127,6 +128,7 @@ class TextConfig:
     # clean each prompt twice before tokenizing, as the published MAGI-1 models' T5 did in training
     # (magi.models.caption_cleaning; needs ftfy and beautifulsoup4)
     clean_captions: bool = False
+    device: str = "cpu"  # where the text encoder runs (the official keeps the 4.5B's T5 on the CPU): see devices.py
 
     def __post_init__(self) -> None:
         _require(self.kind in ("minilm", "t5", "hash"), f"text.kind={self.kind!r} is not minilm|t5|hash")
@@ -301,6 +303,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     weights: str = ""  # "" = random init; "builtin:<name>" = packaged weights; else a directory
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"  # where the DiT runs: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps
     # torch.compile of the DiT when a pipeline is built (magi.compilation): the whole forward, or each block
     compile: CompileScope = "none"
 

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from magi.commands import add_placement_flags
 from magi.errors import InputError
 
 
@@ -45,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="cases generated together in one sampler pass (same videos up to float rounding; "
                         "faster for small models, more memory)")
     m.add_argument("--no-progress", action="store_true")
+    add_placement_flags(m)
     m.set_defaults(func=run_physics_iq_mini)
 
 
@@ -115,9 +117,10 @@ def run_physics_iq_mini(args: argparse.Namespace) -> int:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     if args.batch < 1:
         raise InputError(f"--batch must be at least 1, got {args.batch}")
+    from magi.commands import placement_overrides
     from magi.config import apply_overrides
 
-    cfg = apply_overrides(_resolve_config(args), args.set)
+    cfg = apply_overrides(_resolve_config(args), args.set + placement_overrides(args))
     if args.steps is not None:
         cfg = apply_overrides(cfg, [f"sampler.steps={args.steps}"])
         cfg = dataclasses.replace(cfg, name=f"{cfg.name}-{args.steps}steps")

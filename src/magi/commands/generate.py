@@ -7,6 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from magi.commands import add_placement_flags, placement_overrides
 from magi.config import RunConfig, apply_overrides
 from magi.errors import InputError
 from magi.presets import DEFAULT_PRESET, default_preset, get_preset
@@ -28,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no_prefix_in_output", action="store_true", help="write only the generated frames")
     p.add_argument("--no_kv_cache", action="store_true", help="recompute the clean context at every step")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    add_placement_flags(p)
     p.set_defaults(func=run)
 
 
@@ -48,7 +50,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         cfg = get_preset(args.preset or default_preset(args.steps))
     if args.checkpoint:
         cfg = dataclasses.replace(cfg, weights=str(args.checkpoint))
-    overrides = list(args.set)
+    overrides = list(args.set) + placement_overrides(args)
     if args.steps is not None:
         overrides.append(f"sampler.steps={args.steps}")
     if args.cfg is not None:

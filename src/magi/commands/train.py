@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from magi.commands import add_placement_flags, placement_overrides
 from magi.config import apply_overrides
 from magi.errors import InputError
 
@@ -23,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         q.add_argument("--steps", type=int, help="override train.steps")
         q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
         q.add_argument("--no_progress", action="store_true")
+        add_placement_flags(q, dtype=False)  # training keeps float32 weights
         if phase == "dit":
             q.add_argument("--vae", required=True, help="run directory of the trained VAE")
             q.add_argument("--init", help="exported DiT to start a new run from (its export/ folder); it may have "
@@ -48,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not Path(args.data).is_dir():
         raise InputError(f"dataset '{args.data}' not found (create it with `magi data`)")
-    overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+    overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else []) + \
+        placement_overrides(args)
     cfg = apply_overrides(training_config(args.preset, args.phase), overrides)
     init = Path(args.init) if args.init else None
     weights = "vae.safetensors" if args.phase == "vae" else "dit.safetensors"

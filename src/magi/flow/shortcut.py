@@ -28,7 +28,7 @@ def grid_steps(t: Tensor, steps: int, shift: float) -> tuple[Tensor, Tensor, Ten
 
     t = 1 (clean frames) stays 1 with d1 = d2 = 0.
     """
-    coarse, fine = time_grid(steps, shift), time_grid(2 * steps, shift)
+    coarse, fine = time_grid(steps, shift).to(t.device), time_grid(2 * steps, shift).to(t.device)
     k = (torch.bucketize(t.double(), coarse, right=True) - 1).clamp(0, steps - 1)
     t_k, d1, d2 = fine[2 * k], fine[2 * k + 1] - fine[2 * k], fine[2 * k + 2] - fine[2 * k + 1]
     clean = t >= 1

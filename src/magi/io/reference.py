@@ -28,7 +28,7 @@ already those of ``magi.models.magi_vae.MagiVAE``): ``find_reference_vae`` and `
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,13 @@ from torch import Tensor
 
 from magi.config import DiTConfig
 from magi.errors import InputError
-from magi.io.weights import SAFETENSORS_INDEX, SINGLE_SAFETENSORS, read_safetensors, read_sharded_safetensors
+from magi.io.weights import (
+    SAFETENSORS_INDEX,
+    SINGLE_SAFETENSORS,
+    LazyState,
+    read_safetensors,
+    shape_of,
+)
 
 TIME_FREQ_DIM = 256  # the reference TimestepEmbedder's frequency_embedding_size
 PROJ_GROUPS = 8  # the reference's hard-coded ``hn=8`` (its tensor-parallel degree at training time)
@@ -186,7 +192,7 @@ def key_map(cfg: DiTConfig) -> list[Rule]:
     return rules
 
 
-def _check_keys(state: dict[str, Tensor], expected: dict[str, tuple[int, ...]], what: str) -> None:
+def _check_keys(state: Mapping[str, Tensor], expected: dict[str, tuple[int, ...]], what: str) -> None:
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing:
@@ -194,8 +200,8 @@ def _check_keys(state: dict[str, Tensor], expected: dict[str, tuple[int, ...]], 
     if extra:
         raise InputError(f"{what} has unexpected key '{extra[0]}' ({len(extra)} unexpected keys in all)")
     for name, shape in expected.items():
-        if tuple(state[name].shape) != shape:
-            raise InputError(f"{what}: '{name}' has shape {tuple(state[name].shape)}, expected {shape}")
+        if shape_of(state, name) != shape:
+            raise InputError(f"{what}: '{name}' has shape {shape_of(state, name)}, expected {shape}")
 
 
 def is_quantized_reference(state: dict[str, Tensor]) -> bool:
@@ -230,12 +236,30 @@ def dequantize_reference(state: dict[str, Tensor], cfg: DiTConfig) -> dict[str, 
     return out
 
 
-def from_reference(state: dict[str, Tensor], cfg: DiTConfig) -> dict[str, Tensor]:
+def from_reference(state: Mapping[str, Tensor], cfg: DiTConfig) -> dict[str, Tensor]:
     """Reference VideoDiTModel state (bf16 or fp8 ``*_quant``) -> our DiT state dict, strictly."""
-    if is_quantized_reference(state):
-        state = dequantize_reference(state, cfg)
-    _check_keys(state, reference_manifest(cfg), "reference checkpoint")
-    return {rule.ours: rule.to_ours([state[k] for k in rule.ref]).contiguous() for rule in key_map(cfg)}
+    return dict(reference_tensors(state, cfg))
+
+
+def reference_tensors(state: Mapping[str, Tensor], cfg: DiTConfig) -> Iterator[tuple[str, Tensor]]:
+    """Our (name, tensor) pairs one at a time from a reference state (a dict, or a ``LazyState`` read as it
+    goes: a loader then holds one converted tensor at a time). Every key is checked before any is read."""
+    quantized = is_quantized_reference(state)
+    _check_keys(state, reference_manifest(cfg, quantized=quantized),
+                "quantized reference checkpoint" if quantized else "reference checkpoint")
+    linears = {name: short for i in range(1, cfg.depth - 1) for short, name in _linear_names(cfg, i).items()} \
+        if quantized else {}
+
+    def read(key: str) -> Tensor:
+        name = key.removesuffix(".weight")
+        if name not in linears:
+            return state[key]
+        parts = ("weight", "weight_scale", "input_scale") + (() if linears[name] in PER_TENSOR else ("smooth_scale",))
+        return dequantize_reference_linear({part: state[f"{name}.{part}"] for part in parts},
+                                           per_tensor=linears[name] in PER_TENSOR)
+
+    for rule in key_map(cfg):
+        yield rule.ours, rule.to_ours([read(k) for k in rule.ref]).contiguous()
 
 
 def to_reference(state: dict[str, Tensor], cfg: DiTConfig) -> dict[str, Tensor]:
@@ -280,10 +304,15 @@ def find_reference_weights(folder: str | Path) -> Path | None:
 
 def load_reference_state(folder: str | Path, cfg: DiTConfig) -> dict[str, Tensor]:
     """Read a reference-layout directory and map it to our DiT state dict."""
+    return dict(stream_reference_state(folder, cfg))
+
+
+def stream_reference_state(folder: str | Path, cfg: DiTConfig) -> Iterator[tuple[str, Tensor]]:
+    """A reference-layout directory as our (name, tensor) pairs, read one tensor at a time."""
     weights = find_reference_weights(folder)
     if weights is None:
         raise InputError(f"'{folder}' holds no MAGI-1 reference weights ({SAFETENSORS_INDEX} or {SINGLE_SAFETENSORS})")
-    return from_reference(read_sharded_safetensors(weights), cfg)
+    return reference_tensors(LazyState.open(weights), cfg)
 
 
 REFERENCE_VAE_CONFIG = "config.json"  # diffusers ConfigMixin: {"_class_name": "ViTVAE", "ddconfig": {...}, ...}

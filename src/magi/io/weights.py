@@ -7,8 +7,10 @@ shipped inside the package (``magi/weights/<name>/``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -144,6 +146,86 @@ def read_sharded_safetensors(folder: str | Path) -> dict[str, Tensor]:
         except (SafetensorError, OSError) as error:
             raise InputError(f"cannot read weights '{path}': {error}") from None
     return state
+
+
+class LazyState(Mapping[str, Tensor]):
+    """A safetensors checkpoint (one file, or shards named by an index) read one tensor at a time: a tensor
+    is read from its file when asked for, so that a loader holds one in host memory besides what it keeps.
+    ``shape(name)`` reads only the header. Checked like ``read_sharded_safetensors`` when built."""
+
+    def __init__(self, files: dict[str, Path]):
+        self.files = files  # tensor name -> its file
+
+    @classmethod
+    def open(cls, location: str | Path) -> LazyState:
+        """A safetensors file, or a folder with ``model.safetensors.index.json`` or ``model.safetensors``."""
+        import json
+
+        from safetensors import safe_open
+
+        location = Path(location)
+        if location.is_file():
+            shards = {location.name: None}
+            folder = location.parent
+        else:
+            folder, index_path = location, location / SAFETENSORS_INDEX
+            if not index_path.is_file():
+                if not (location / SINGLE_SAFETENSORS).is_file():
+                    raise InputError(f"'{location}' has neither {SAFETENSORS_INDEX} nor {SINGLE_SAFETENSORS}")
+                shards = {SINGLE_SAFETENSORS: None}
+            else:
+                try:
+                    weight_map = json.loads(index_path.read_text())["weight_map"]
+                except (ValueError, KeyError, TypeError) as error:
+                    raise InputError(f"'{index_path}' is not a safetensors index (no weight_map): {error}") from None
+                shards = {}
+                for name, shard in weight_map.items():
+                    shards.setdefault(shard, set()).add(name)
+        files: dict[str, Path] = {}
+        for shard, names in sorted(shards.items()):
+            path = folder / shard
+            if not path.is_file():
+                hint = " (zstd-compressed shards are not supported: decompress them first)" \
+                    if path.with_name(path.name + ".zst").is_file() else ""
+                raise InputError(f"weights file '{path}' does not exist{hint}")
+            try:
+                with safe_open(str(path), framework="pt") as handle:
+                    present = set(handle.keys())
+            except (SafetensorError, OSError) as error:
+                raise InputError(f"cannot read weights '{path}': {error}") from None
+            if names is not None and names - present:
+                raise InputError(f"shard '{path}' lacks '{sorted(names - present)[0]}' listed in the index")
+            if names is not None and present - names:
+                raise InputError(f"shard '{path}' holds '{sorted(present - names)[0]}' not in the index")
+            files.update(dict.fromkeys(present, path))
+        return cls(files)
+
+    def _read(self, name: str, what: Callable[[Any], Any]) -> Any:
+        from safetensors import safe_open
+
+        path = self.files[name]
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return what(handle)
+        except (SafetensorError, OSError) as error:
+            raise InputError(f"cannot read weights '{path}': {error}") from None
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self._read(name, lambda handle: handle.get_tensor(name))
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._read(name, lambda handle: handle.get_slice(name).get_shape()))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def shape_of(state: Mapping[str, Tensor], name: str) -> tuple[int, ...]:
+    """A tensor's shape without reading it from a ``LazyState``."""
+    return state.shape(name) if isinstance(state, LazyState) else tuple(state[name].shape)
 
 
 def write_sharded_safetensors(folder: str | Path, state: dict[str, Tensor], max_shard_bytes: int = 5 * 2**30,

@@ -96,6 +96,18 @@ class SelfAttentionMasks:
     free_rows: int = 0
     free: Tensor | None = None
     ranges: tuple[tuple[int, int], ...] | None = None
+    free_ranges: tuple[tuple[int, int], ...] | None = None  # the context-free rows' slices of the input tokens
+
+
+@dataclass(frozen=True)
+class TextChunks:
+    """Which text the cross-attention of each token reads: with ``count`` > 1 texts (one per chunk, MAGI-1),
+    token j reads text (j + offset) // tokens_per_chunk only; ``offset`` is the global index of the first
+    token held (context parallelism holds a slice of them)."""
+
+    count: int
+    tokens_per_chunk: int
+    offset: int = 0
 
 
 def text_padding_mask(mask: Tensor, dtype: torch.dtype) -> Tensor | None:
@@ -109,6 +121,13 @@ def own_dtype(module: nn.Module, x: Tensor) -> Tensor:
     """``module(x)`` in the module's own dtype: MAGI-1 keeps its embedders and final linear in float32 when
     the blocks run in bfloat16 (a precision policy applied from outside, ``pipeline.apply_precision``)."""
     return module(x.to(next(module.parameters()).dtype))
+
+
+def attend_ranges(q: Tensor, k: Tensor, v: Tensor, ranges: Sequence[tuple[int, int]], tokens_per_chunk: int) -> Tensor:
+    """Query chunk i (``tokens_per_chunk`` rows of q (B, H, N, Dh)) attends to keys ``ranges[i]`` = [start,
+    end) of k, v (B, Hkv, Nk, Dh), every one of them: one unmasked attention per chunk. -> (B, H, N, Dh)"""
+    return torch.cat([attend(q[:, :, i * tokens_per_chunk:(i + 1) * tokens_per_chunk], k[:, :, start:end],
+                             v[:, :, start:end]) for i, (start, end) in enumerate(ranges)], dim=2)
 
 
 def gated(x: Tensor, gate: Tensor, frames: int) -> Tensor:
@@ -163,13 +182,13 @@ class Block(nn.Module):
         if layer_kv is not None:
             k, v = layer_kv.extend(k, v, tokens_per_chunk)  # (B, Hkv, Nc + N, Dh)
         k = self.apply_rope(k, cos, sin)
-        if masks.ranges is not None:  # one unmasked attention per query chunk, over its key slice
-            out = torch.cat([attend(q[:, :, i * tokens_per_chunk:(i + 1) * tokens_per_chunk],
-                                    k[:, :, start:end], v[:, :, start:end])
-                             for i, (start, end) in enumerate(masks.ranges)], dim=2)
-        else:
-            out = attend(q, k, v, masks.keys)
-        return torch.cat([out, attend(q_free, k_free, v_free, masks.free)]) if free else out
+        out = attend(q, k, v, masks.keys) if masks.ranges is None else \
+            attend_ranges(q, k, v, masks.ranges, tokens_per_chunk)
+        if not free:
+            return out
+        free_out = attend(q_free, k_free, v_free, masks.free) if masks.free_ranges is None else \
+            attend_ranges(q_free, k_free, v_free, masks.free_ranges, tokens_per_chunk)
+        return torch.cat([out, free_out])
 
     def text_keys_values(self, text: Tensor) -> tuple[Tensor, Tensor]:
         """text: (B, L, D) embedded text -> normed keys and values (B, Hkv, L, Dh) of the cross-attention."""
@@ -178,22 +197,35 @@ class Block(nn.Module):
         k = rearrange(self.cross_k_norm(k.unflatten(-1, (Hkv, Dh))), "b l h d -> b h l d")
         return k, rearrange(v, "b l (h d) -> b h l d", h=Hkv)
 
-    def cross_attention(self, h: Tensor, text: Tensor | tuple[Tensor, Tensor], cross_mask: Tensor | None) -> Tensor:
-        """h: (B, N, D) tokens; text: (B, L, D) embedded text, or its keys and values from
-        ``text_keys_values``; cross_mask: (B, 1, N or 1, L) additive, or None."""
+    def cross_attention(self, h: Tensor, text: Tensor | tuple[Tensor, Tensor], cross_mask: Tensor | None,
+                        chunks: TextChunks | None = None) -> Tensor:
+        """h: (B, N, D) tokens; text: (B, K * L, D) embedded text, or its keys and values from
+        ``text_keys_values``; cross_mask: (B, 1, 1, K * L) additive padding, or None; ``chunks``: which of the
+        K texts each token reads (None: all of it)."""
         H, Dh = self.num_heads, self.head_dim
         q = rearrange(self.cross_q_norm(self.cross_q(h).unflatten(-1, (H, Dh))), "b n h d -> b h n d")
-        k, v = self.text_keys_values(text) if isinstance(text, Tensor) else text  # (B, Hkv, L, Dh)
-        return rearrange(attend(q, k, v, cross_mask), "b h n d -> b n (h d)")
+        k, v = self.text_keys_values(text) if isinstance(text, Tensor) else text  # (B, Hkv, K * L, Dh)
+        if chunks is None or chunks.count == 1:
+            return rearrange(attend(q, k, v, cross_mask), "b h n d -> b n (h d)")
+        L, n, per = k.shape[2] // chunks.count, q.shape[2], chunks.tokens_per_chunk
+        outs, start = [], 0
+        while start < n:  # the run of tokens of one chunk, over that chunk's text
+            c = (start + chunks.offset) // per
+            end = min(n, (c + 1) * per - chunks.offset)
+            texts = slice(c * L, (c + 1) * L)
+            outs.append(attend(q[:, :, start:end], k[:, :, texts], v[:, :, texts],
+                               None if cross_mask is None else cross_mask[..., texts]))
+            start = end
+        return rearrange(torch.cat(outs, dim=2), "b h n d -> b n (h d)")
 
     def forward(self, x: Tensor, cond: Tensor, text: Tensor | tuple[Tensor, Tensor], cross_mask: Tensor | None,
                 rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks, layer_kv: LayerKV | None,
-                tokens_per_chunk: int) -> Tensor:
+                tokens_per_chunk: int, text_chunks: TextChunks | None = None) -> Tensor:
         frames = cond.shape[1]
         gate_a, gate_f = softcap(self.modulation(F.silu(cond)), self.cap).chunk(2, dim=-1)  # (B, T, D) each
         h = self.attn_norm(x)
         a = torch.cat([self.self_attention(h, rope, masks, layer_kv, tokens_per_chunk),
-                       self.cross_attention(h, text, cross_mask)], dim=-1)  # (B, N, 2 * H * Dh)
+                       self.cross_attention(h, text, cross_mask, text_chunks)], dim=-1)  # (B, N, 2 * H * Dh)
         x = x + self.attn_post_norm(gated(self.attn_out(a), gate_a, frames))
         f = self.ffn(self.ffn_norm(x))
         return x + self.ffn_post_norm(gated(f, gate_f, frames))
@@ -404,38 +436,44 @@ class DiT(nn.Module):
         else:
             cond = cond.to(dtype)
             texts, cross_mask = text_kv.layers, text_kv.mask
-        if K > 1:  # token of chunk k -> text k
-            token_chunk = torch.arange(x.shape[1], device=x.device) // (x.shape[1] // K)
-            text_chunk = torch.arange(K, device=x.device).repeat_interleave(L)
-            own_text = additive_mask(token_chunk[:, None] == text_chunk[None, :], x.dtype)  # (N, K * L)
-            cross_mask = own_text if cross_mask is None else cross_mask + own_text  # (B, 1, N, K * L)
+        text_chunks = TextChunks(K, x.shape[1] // K) if K > 1 else None  # token of chunk k -> text k
 
         cached_frames = kv_cache.num_chunks * cfg.chunk_frames if kv_cache is not None else 0
         tokens_per_chunk = cfg.chunk_frames * h * w
-        if key_ranges is not None:
-            key_chunks = (cached_frames + T) // cfg.chunk_frames
-            if len(key_ranges) != T // cfg.chunk_frames or context_free or \
-                    any(not 0 <= s < e <= key_chunks for s, e in key_ranges):
-                raise ValueError(f"key_ranges {list(key_ranges)} for {T // cfg.chunk_frames} input chunks over "
-                                 f"{key_chunks} key chunks (one non-empty range each, no context_free)")
-            rope, _ = self.positions(cached_frames + T, 0, h, w, x.device, x.dtype)  # query_frames 0: no mask
-            masks = SelfAttentionMasks(None, ranges=tuple((s * tokens_per_chunk, e * tokens_per_chunk)
-                                                          for s, e in key_ranges))
-        else:
-            rope, mask = self.positions(cached_frames + T, T, h, w, x.device, x.dtype)
-            masks = SelfAttentionMasks(mask)
+        input_chunks, cached_chunks = T // cfg.chunk_frames, cached_frames // cfg.chunk_frames
         if context_free:
             if kv_cache is None:
                 raise ValueError("context_free needs a kv_cache: it is what tells clean chunks from those in flight")
             if not 0 < context_free < B:
                 raise ValueError(f"context_free={context_free} rows of {B}: needs 0 < context_free < {B}")
-            admitted = kv_cache.pending_chunks * tokens_per_chunk  # the clean chunks leading the input
-            free = self.context_free_mask(mask, admitted, x.shape[1], x.dtype, x.device)  # (N, N) or None
-            masks = SelfAttentionMasks(mask, context_free, free)
+        if key_ranges is not None:
+            key_chunks = cached_chunks + input_chunks
+            if T % cfg.chunk_frames or len(key_ranges) != input_chunks or context_free or \
+                    any(not 0 <= s < e <= key_chunks for s, e in key_ranges):
+                raise ValueError(f"key_ranges {list(key_ranges)} for {input_chunks} input chunks over "
+                                 f"{key_chunks} key chunks (one non-empty range each, no context_free)")
+        elif T % cfg.chunk_frames == 0:  # block-causal: chunk i sees every cached chunk and the input up to i
+            key_ranges = [(0, cached_chunks + i + 1) for i in range(input_chunks)]
+        if key_ranges is not None:  # one unmasked attention per chunk over its key slice: memory linear in tokens
+            rope, _ = self.positions(cached_frames + T, 0, h, w, x.device, x.dtype)  # query_frames 0: no mask
+            masks = SelfAttentionMasks(None, ranges=tuple((s * tokens_per_chunk, e * tokens_per_chunk)
+                                                          for s, e in key_ranges))
+            if context_free:  # in flight: among the chunks in flight; admitted clean chunks: block-causal
+                admitted = kv_cache.pending_chunks
+                masks = SelfAttentionMasks(None, context_free, ranges=masks.ranges, free_ranges=tuple(
+                    ((0 if i < admitted else admitted) * tokens_per_chunk, (i + 1) * tokens_per_chunk)
+                    for i in range(input_chunks)))
+        else:  # a partial last chunk (the dense block-causal mask)
+            rope, mask = self.positions(cached_frames + T, T, h, w, x.device, x.dtype)
+            masks = SelfAttentionMasks(mask)
+            if context_free:
+                admitted = kv_cache.pending_chunks * tokens_per_chunk  # the clean chunks leading the input
+                free = self.context_free_mask(mask, admitted, x.shape[1], x.dtype, x.device)  # (N, N) or None
+                masks = SelfAttentionMasks(mask, context_free, free)
 
         layers = [None] * len(self.blocks) if kv_cache is None else kv_cache.layers
         for block, text, layer_kv in zip(self.blocks, texts, layers, strict=True):
-            x = block(x, cond, text, cross_mask, rope, masks, layer_kv, tokens_per_chunk)
+            x = block(x, cond, text, cross_mask, rope, masks, layer_kv, tokens_per_chunk, text_chunks)
 
         x = own_dtype(self.final_proj, self.final_norm(x))  # (B, N, C * p * p)
         x = rearrange(x, "b (t h w) (c p q) -> b c t (h p) (w q)", t=T, h=h, w=w, p=p, q=p)

@@ -21,6 +21,8 @@ are gathered after the last block. Each rank's activation memory is 1 / P of the
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -28,7 +30,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from magi.models.attention import attend
-from magi.models.dit import Block, DiT, SelfAttentionMasks
+from magi.models.dit import Block, DiT, SelfAttentionMasks, TextChunks
 from magi.models.kv_cache import LayerKV
 from magi.models.layers import apply_rope, softcap
 from magi.models.vae import Block as VAEBlock
@@ -77,7 +79,7 @@ class ContextParallelBlock(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor, text: Tensor | tuple[Tensor, Tensor], cross_mask: Tensor | None,
                 rope: tuple[Tensor, Tensor], masks: SelfAttentionMasks, layer_kv: LayerKV | None,
-                tokens_per_chunk: int) -> Tensor:
+                tokens_per_chunk: int, text_chunks: TextChunks | None = None) -> Tensor:
         blk, P, rank = self.block, dist.get_world_size(self.group), dist.get_rank(self.group)
         if self.first:
             if x.shape[1] % P:
@@ -88,12 +90,11 @@ class ContextParallelBlock(nn.Module):
         frame = (torch.arange(n_local, device=x.device) + rank * n_local) // tokens_per_frame
         gate_a, gate_f = softcap(blk.modulation(F.silu(cond)), blk.cap).chunk(2, dim=-1)  # (B, T, D)
         gate_a, gate_f = gate_a[:, frame], gate_f[:, frame]  # (B, N/P, D) one gate per local token
-        if cross_mask is not None and cross_mask.shape[2] > 1:  # per-chunk texts: this rank's rows of the
-            # (B, 1, N, K * L) mask
-            cross_mask = cross_mask[:, :, rank * n_local:(rank + 1) * n_local]
+        if text_chunks is not None:  # per-chunk texts: this rank's tokens start at rank * n_local
+            text_chunks = dataclasses.replace(text_chunks, offset=rank * n_local)
         h = blk.attn_norm(x)
         a = torch.cat([self.self_attention(h, rope, masks, layer_kv, tokens_per_chunk),
-                       blk.cross_attention(h, text, cross_mask)], dim=-1)
+                       blk.cross_attention(h, text, cross_mask, text_chunks)], dim=-1)
         x = x + blk.attn_post_norm(blk.attn_out(a) * gate_a)
         x = x + blk.ffn_post_norm(blk.ffn(blk.ffn_norm(x)) * gate_f)
         return gather_tokens(x, self.group) if self.last else x

@@ -37,6 +37,7 @@ from einops import rearrange
 from torch import Tensor
 
 from magi.config import SamplerConfig
+from magi.devices import generator_device
 from magi.flow.schedule import magi1_step_intervals, magi1_time_grid
 from magi.models.dit import DiT
 from magi.models.kv_cache import ChunkKVCache
@@ -126,13 +127,15 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     seeds = [seed + i for i in range(B)] if isinstance(seed, int) else list(seed)
     if len(seeds) != B:
         raise ValueError(f"{len(seeds)} seeds for {B} videos")
-    grid = magi1_time_grid(cfg.steps, cfg.shift, cfg.shortcut_mode).to(device)
+    grid_host = magi1_time_grid(cfg.steps, cfg.shift, cfg.shortcut_mode)  # decisions are taken on the host
+    grid = grid_host.to(device)
     stage_steps = cfg.steps // cfg.window_size
 
     P = 0 if prefix is None else prefix.shape[2]
     offset, opening = P // F, P % F  # whole prefix chunks; prefix frames inside the first generated chunk
-    noise = torch.cat([torch.randn((1, C, (offset + num_chunks) * F, H, W), device=device,
-                                   generator=torch.Generator(device).manual_seed(s)) for s in seeds])
+    where = generator_device(device)  # the model's device: the official draws it there
+    noise = torch.cat([torch.randn((1, C, (offset + num_chunks) * F, H, W), device=where,
+                                   generator=torch.Generator(where).manual_seed(s)) for s in seeds]).to(device)
 
     # texts: a generated chunk's own, and the null (or negative) text, for clean chunks and the null branches
     if context.dim() == 3:
@@ -226,7 +229,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             d = distill_step(cfg, j)
             v = forward(x, t, ctx, ctx_mask, 0, cache, ranges, d)[:, :, n:]
             # the first chunk in flight, still noisy, also alone, mixed in (float32 0.3 counts as above 0.3)
-            if float(t_chunks[0, 0]) > cfg.nearly_clean_threshold:  # compared as the official: .item() > 0.3
+            if float(grid_host[step.levels[0]]) > cfg.nearly_clean_threshold:  # as the official: .item() > 0.3
                 alone = forward(x[:, :, n:n + F], t_chunks[:, :1], ctx[:, len(lead):len(lead) + 1],
                                 ctx_mask[:, len(lead):len(lead) + 1], 0, None, None, d)
                 w = cfg.nearly_clean_weight
@@ -239,7 +242,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             v_alone = forward(alone, rearrange(t_chunks, "b k -> (k b) 1"), null[:, None].repeat(K, 1, 1, 1),
                               null_mask[:, None].repeat(K, 1, 1), K * B, None, None, None)
             v_uncond = rearrange(v_alone, "(k b) c f h w -> b c (k f) h w", k=K)
-            p, s = (_per_chunk(scale, F)[:, None, :, None, None] for scale in guidance_scales(t_chunks, cfg))
+            scales = guidance_scales(grid_host[list(step.levels)], cfg)  # (K,) each
+            p, s = (_per_chunk(scale.to(device).expand(B, -1), F)[:, None, :, None, None] for scale in scales)
             v = (1 - p) * v_uncond + (p - s) * v_prefix + s * v_text
         if cache is not None:
             cache.commit()

@@ -7,32 +7,33 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from magi.compilation import compile_dit
 from magi.config import RunConfig
+from magi.devices import module_device, resolve_device
 from magi.errors import InputError
 from magi.io.reference import (
     REFERENCE_VAE_WEIGHTS,
     find_reference_vae,
     find_reference_weights,
-    load_reference_state,
     load_reference_vae,
+    stream_reference_state,
 )
 from magi.io.video import frames_to_tensor, resize_frames, tensor_to_frames
-from magi.io.weights import check_state_dict, load_state, load_weights, read_safetensors, resolve_checkpoint_dir
+from magi.io.weights import LazyState, check_state_dict, load_weights, resolve_checkpoint_dir
 from magi.models.dit import DiT
 from magi.models.magi_vae import MagiVAE, MagiVAEConfig, TiledVAE, Tiling
 from magi.models.text import TextEncoder, build_text_encoder
 from magi.models.vae import TransformerVAE
-from magi.quant.fp8 import is_fp8_state, quantize_
+from magi.quant.fp8 import FP8, Float8Linear, is_fp8_state, quantize_, quantize_weight
 from magi.sampling import magi1
 from magi.sampling.sampler import Prefix, iter_generate, num_steps
 from magi.sampling.special_tokens import chunk_texts, load_special_tokens, negative_text
@@ -50,47 +51,90 @@ class Pipeline:
     special_tokens: dict[str, Tensor] = field(default_factory=dict)  # name -> (1, Dc), see special_tokens.py
 
 
-def build_pipeline(cfg: RunConfig, device: str = "cpu") -> Pipeline:
-    """Instantiate the networks of ``cfg``, load ``cfg.weights`` strictly, and compile the DiT as
-    ``cfg.compile`` says.
+def build_pipeline(cfg: RunConfig) -> Pipeline:
+    """Instantiate the networks of ``cfg`` on their devices (``cfg.device``, ``vae.device``, ``text.device``),
+    load ``cfg.weights`` strictly, and compile the DiT as ``cfg.compile`` says.
 
-    Without weights the networks keep a fixed-seed random init, so that a run is still reproducible.
+    Without weights the networks keep a fixed-seed random init, so that a run is still reproducible. With
+    weights the DiT is built on the meta device and filled tensor by tensor, each moved to its device and
+    dtype as it is read (``load_streaming``): loading a checkpoint never holds a second copy of it.
     """
+    device = resolve_device(cfg.device)
+    vae_device = resolve_device(cfg.vae.device or cfg.device)
     folder = resolve_checkpoint_dir(cfg.weights) if cfg.weights else None
     our_vae = folder is None or (folder / "vae.safetensors").is_file()  # else the published MAGI-1 VAE
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        vae = TransformerVAE(cfg.vae) if our_vae else None
-        dit = DiT(cfg.dit)
-    dit = apply_precision(dit, cfg)  # before the fp8 swap: .to(dtype) would upcast fp8 buffers
     if folder is None:
-        quantize_(dit, cfg.quant)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            vae, dit = TransformerVAE(cfg.vae), DiT(cfg.dit)
+        dit = quantize_(apply_precision(dit, cfg), cfg.quant)  # the precision first: .to(dtype) would upcast fp8
     else:
-        reference = None if (folder / "dit.safetensors").is_file() else find_reference_weights(folder)
         if our_vae:
+            vae = TransformerVAE(cfg.vae)
             load_weights(vae, folder / "vae.safetensors")
         else:  # the published VAE, tiled like the reference pipeline (tiles of fps // 2 frames)
             # (at least 2 latent frames: a tile of one latent decodes to one frame, as the published VAE does)
             frames = max(2 * cfg.vae.patch_t, cfg.video.fps // 2 // cfg.vae.patch_t * cfg.vae.patch_t)
             # in the run's dtype: the official runs its VAE in bfloat16 (video_process.py VaeHelper)
             vae = TiledVAE(load_magi_vae(folder, cfg).to(DTYPES[cfg.dtype]), Tiling(frames=frames))
-        state = read_safetensors(folder / "dit.safetensors") if reference is None \
-            else load_reference_state(reference, cfg.dit)  # dequantized if fp8: requantized below
-        if is_fp8_state(state):
-            if cfg.quant.mode != "fp8":
-                raise InputError(f"'{folder}' holds fp8 weights but the config has quant.mode={cfg.quant.mode}")
-            quantize_(dit, cfg.quant)
-            load_state(dit, state, str(folder / "dit.safetensors"))
-        else:  # high-precision weights, quantized on the fly if the config asks for fp8
-            load_state(dit, state, str(folder / "dit.safetensors"))
-            quantize_(dit, cfg.quant)
-    vae, dit = vae.to(device).eval(), dit.to(device).eval()
+        dit = load_dit(cfg, folder, device)
+    vae, dit = vae.to(vae_device).eval(), dit.to(device).eval()
     compile_dit(dit, cfg.compile)
     keys = (*cfg.sampler.special_tokens, *cfg.sampler.negative_special_tokens)
     if keys and folder is None:
         raise InputError(f"the config uses special tokens {list(keys)}, which come with a checkpoint's weights")
     tokens = load_special_tokens(folder, keys) if keys else {}
     return Pipeline(cfg, vae, dit, build_text_encoder(cfg.text), tokens)
+
+
+def load_dit(cfg: RunConfig, folder: Path, device: torch.device) -> DiT:
+    """The DiT of checkpoint ``folder`` (ours: ``dit.safetensors``; or the published layout), streamed onto
+    ``device`` in the run's precision; fp8 as the config says (an fp8 checkpoint needs quant.mode=fp8; high
+    precision weights are quantized as they are read when it is set)."""
+    with torch.device("meta"):
+        dit = apply_precision(DiT(cfg.dit), cfg)
+    ours = folder / "dit.safetensors"
+    if ours.is_file():
+        state = LazyState.open(ours)
+        tensors, source = ((name, state[name]) for name in state), str(ours)
+        fp8 = is_fp8_state(state)
+    else:
+        reference = find_reference_weights(folder)
+        if reference is None:
+            raise InputError(f"'{folder}' holds no DiT weights (dit.safetensors, or the published MAGI-1 layout)")
+        tensors, source, fp8 = stream_reference_state(reference, cfg.dit), str(reference), False  # dequantized
+    if fp8 and cfg.quant.mode != "fp8":
+        raise InputError(f"'{folder}' holds fp8 weights but the config has quant.mode={cfg.quant.mode}")
+    quantize_(dit, cfg.quant)  # on meta: the swap only
+    load_streaming(dit, tensors, device, source, quantize_from=DTYPES[cfg.dtype])
+    return dit
+
+
+def load_streaming(module: nn.Module, tensors: Iterable[tuple[str, Tensor]], device: torch.device, source: str,
+                   quantize_from: torch.dtype | None = None) -> None:
+    """Fill ``module`` (built on the meta device, in its final dtypes) from (name, tensor) pairs, each moved
+    to ``device`` and its parameter's dtype as it arrives: the host never holds a second copy of the model.
+    A high-precision weight meant for a ``Float8Linear`` is cast to ``quantize_from`` and quantized on the
+    way, as ``quantize_`` would have done after a full load. Strict: every name once, every shape right."""
+    expected = module.state_dict()  # meta tensors: names, shapes and dtypes
+    fp8 = {f"{name}.weight" for name, m in module.named_modules() if isinstance(m, Float8Linear)}
+    loaded: dict[str, Tensor] = {}
+    for name, tensor in tensors:
+        if name not in expected or name in loaded:
+            raise InputError(f"checkpoint '{source}' does not match the config: unexpected key {name}")
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise InputError(f"checkpoint '{source}' does not match the config: {name} has shape "
+                             f"{tuple(tensor.shape)}, the model {tuple(expected[name].shape)}")
+        if name in fp8 and tensor.dtype != FP8:
+            scale_name = name.removesuffix("weight") + "weight_scale"
+            loaded[name], loaded[scale_name] = quantize_weight(tensor.to(device, quantize_from or tensor.dtype))
+        else:
+            loaded[name] = tensor.to(device=device, dtype=expected[name].dtype)
+    missing = sorted(set(expected) - set(loaded))
+    if missing:
+        raise InputError(f"checkpoint '{source}' does not match the config: {len(missing)} missing "
+                         f"(e.g. {missing[0]})")
+    module.load_state_dict(loaded, strict=True, assign=True)
 
 
 # What the official keeps in float32 under bfloat16 (dit_model.py ``_high_precision_promoter``): the x, t and
@@ -204,7 +248,7 @@ def batch_key(request: Request, cfg: RunConfig) -> tuple:
 @torch.inference_mode()
 def encode_conditioning(pipe: Pipeline, frames: np.ndarray) -> Tensor:
     """(P, H, W, 3) uint8 -> clean latents (1, C, ceil(P / stride), h, w); a lone image becomes a still clip."""
-    video = frames_to_tensor(frames)[None]  # (1, 3, P, H, W)
+    video = frames_to_tensor(frames)[None].to(module_device(pipe.vae))  # (1, 3, P, H, W)
     stride = pipe.cfg.vae.patch_t
     if video.shape[2] % stride:
         video = torch.cat([video, video[:, :, -1:].expand(-1, -1, stride - video.shape[2] % stride, -1, -1)], 2)
@@ -213,7 +257,8 @@ def encode_conditioning(pipe: Pipeline, frames: np.ndarray) -> Tensor:
 
 def reencode(pipe: Pipeline, latents: Tensor) -> Tensor:
     """Latents as the VAE would encode their decoded video: decode, clip to [-1, 1], encode."""
-    return pipe.vae.encode(pipe.vae.decode(latents.float()).clamp(-1.0, 1.0)).to(latents.dtype)
+    video = pipe.vae.decode(latents.float().to(module_device(pipe.vae))).clamp(-1.0, 1.0)
+    return pipe.vae.encode(video).to(latents)
 
 
 @torch.inference_mode()
@@ -273,7 +318,8 @@ def generate_batch(pipe: Pipeline, requests: Sequence[Request],
                                      seed=seeds, use_kv_cache=first.use_kv_cache, progress=report,
                                      negative=negative)
         for latents in chunks:
-            yield [tensor_to_frames(video, rounding="truncate") for video in pipe.vae.decode(latents.float())]
+            videos = pipe.vae.decode(latents.float().to(module_device(pipe.vae)))
+            yield [tensor_to_frames(video, rounding="truncate") for video in videos]
         return
     chunks = iter_generate(pipe.dit, sampler, context, mask, num_chunks=num_chunks, latent_shape=latent_shape,
                            prefix=prefix, seed=seeds, use_kv_cache=first.use_kv_cache, progress=report,
@@ -283,7 +329,7 @@ def generate_batch(pipe: Pipeline, requests: Sequence[Request],
         yield conditions
     skip, remaining = opening * stride, first.num_frames
     for latents in chunks:
-        videos = pipe.vae.decode(latents.float())  # (B, 3, n, H, W)
+        videos = pipe.vae.decode(latents.float().to(module_device(pipe.vae)))  # (B, 3, n, H, W)
         frames = [tensor_to_frames(video)[skip:remaining + skip] for video in videos]  # (n, H, W, 3) each
         skip, remaining = 0, remaining - frames[0].shape[0]
         yield frames

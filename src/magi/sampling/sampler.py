@@ -35,9 +35,11 @@ class Prefix:
         return chunks, self.latents[:, :, whole * chunk_frames:]
 
 
-def per_sample_noise(shape: tuple[int, ...], generators: list[torch.Generator]) -> Tensor:
-    """One independent stream per sample, so a seed gives the same video at any batch size."""
-    return torch.stack([torch.randn(shape, generator=g) for g in generators])
+def per_sample_noise(shape: tuple[int, ...], generators: list[torch.Generator],
+                     device: torch.device | None = None) -> Tensor:
+    """One independent stream per sample, so a seed gives the same video at any batch size (drawn on the
+    CPU: the same noise whatever the device), on ``device``."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
 
 
 def pad_context(context: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
@@ -77,13 +79,15 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         raise ValueError(f"sampler.procedure={cfg.procedure!r} runs in magi.sampling.magi1, not this sampler")
     B, F = context.shape[0], dit.cfg.chunk_frames
     C, H, W = latent_shape
-    dtype = next(dit.parameters()).dtype
+    device, dtype = next(dit.parameters()).device, next(dit.parameters()).dtype
+    context, context_mask = context.to(device), context_mask.to(device)
     grid = time_grid(cfg.steps, cfg.shift)
     seeds = [seed + i for i in range(B)] if isinstance(seed, int) else list(seed)
     if len(seeds) != B:
         raise ValueError(f"{len(seeds)} seeds for {B} videos")
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     prefix_chunks, opening = prefix.split(F) if prefix is not None else ([], torch.zeros(B, C, 0, H, W))
+    prefix_chunks, opening = [chunk.to(device) for chunk in prefix_chunks], opening.to(device)
     num_open = opening.shape[2]
 
     guided = cfg.guidance != "none"
@@ -94,7 +98,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         context, context_mask = pad_context(context, context_mask, dit.cfg.context_max_length)
         null, null_mask = dit.unconditional_context(B, context.shape[-2])
         null = null.to(context.dtype)
-        neg, neg_mask = (null, null_mask) if negative is None else pad_context(*negative, context.shape[-2])
+        neg, neg_mask = (null, null_mask) if negative is None else \
+            pad_context(*(tensor.to(device) for tensor in negative), context.shape[-2])
 
     def texts(clean: int, chunks: list[int], branches: int) -> tuple[Tensor, Tensor]:
         """Text of a forward over ``clean`` clean chunks then ``chunks``, for ``branches`` groups of B rows:
@@ -153,7 +158,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         reps = ctx.shape[0] // x.shape[0]
         extra = {"step_size": d.repeat(reps, 1).to(dtype)} if shortcut and d is not None else {}
         if guided:  # which rows are guidance's no-text branch (MAGI-1's adaLN token depends on it)
-            extra["unconditional"] = torch.arange(ctx.shape[0], device=x.device) >= (x.shape[0] if text else 0)
+            extra["unconditional"] = torch.arange(ctx.shape[0], device=device) >= (x.shape[0] if text else 0)
         if reps == 3:
             extra["context_free"] = x.shape[0]  # the last B rows
         v = dit(x.repeat(reps, 1, 1, 1, 1).to(dtype), t.repeat(reps, 1).to(dtype), ctx.to(dtype), ctx_mask, kv,
@@ -163,7 +168,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     if cache is not None and history:  # admit the whole prefix chunks in one pass
         cache.admit(len(history))
         clean = torch.cat(history, dim=2)
-        model(clean, torch.full((B, clean.shape[2]), clean_t), *text_of(len(history), [], prefix_branches), cache)
+        model(clean, torch.full((B, clean.shape[2]), clean_t, device=device),
+              *text_of(len(history), [], prefix_branches), cache)
         cache.commit()
         history = []
 
@@ -171,12 +177,12 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     for index, step in enumerate(chunk_plan(num_chunks, cfg.steps, cfg.window_size)):
         for c in step.chunks:
             if c not in state:
-                state[c] = per_sample_noise((C, F, H, W), generators)
+                state[c] = per_sample_noise((C, F, H, W), generators, device)
                 if c == 0 and num_open:
                     state[c][:, :, :num_open] = opening
         x = torch.cat([state[c] for c in step.chunks], dim=2)  # (B, C, K * F, H, W)
-        t = torch.cat([grid[k].float().expand(B, F) for k in step.levels], dim=1)  # (B, K * F)
-        dt = torch.cat([(grid[k + 1] - grid[k]).float().expand(B, F) for k in step.levels], dim=1)
+        t = torch.cat([grid[k].float().expand(B, F) for k in step.levels], dim=1).to(device)  # (B, K * F)
+        dt = torch.cat([(grid[k + 1] - grid[k]).float().expand(B, F) for k in step.levels], dim=1).to(device)
         if step.chunks[0] == 0 and num_open:
             t[:, :num_open], dt[:, :num_open] = 1.0, 0.0
 
@@ -187,8 +193,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             lead = history
         n_lead = sum(chunk.shape[2] for chunk in lead)
         x_in = torch.cat([*lead, x], dim=2)
-        t_in = torch.cat([torch.full((B, n_lead), clean_t), t], dim=1)
-        d_in = torch.cat([torch.zeros(B, n_lead), dt], dim=1)
+        t_in = torch.cat([torch.full((B, n_lead), clean_t, device=device), t], dim=1)
+        d_in = torch.cat([torch.zeros(B, n_lead, device=device), dt], dim=1)
         has_prefix = n_lead > 0 or num_open > 0 or (cache is not None and cache.num_chunks > 0)
         branches = prefix_branches if has_prefix else 2 if guided else 1
         v_all = model(x_in, t_in, *text_of(len(lead), list(step.chunks), branches), cache, d_in)[:, :, n_lead:]

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from magi.config import RunConfig
+from magi.devices import resolve_device
 from magi.io.atomic import atomic_write_text
 from magi.parallel.data import DataParallelism, SingleProcess
 from magi.training.checkpoint import Checkpoint, TrainState, load_checkpoint, load_checkpoint_state, save_checkpoint
@@ -56,6 +57,7 @@ def train(model: nn.Module, objective: Objective, cfg: RunConfig, run_dir: Path,
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.json")
     freeze(model, tc.frozen)
+    model.to(resolve_device(cfg.device))
     ema = ema_copy(model)  # before sharding: FSDP modules cannot be copied; the copy is sharded alike
     # samples come from a plain copy of the EMA weights, gathered onto the main process when sharded
     plain_ema = ema_copy(model) if on_sample is not None and parallel.shard.count > 1 and parallel.is_main else None

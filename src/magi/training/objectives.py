@@ -8,6 +8,7 @@ Distillation: shortcut self-consistency over 64/32/16/8-step grids with the guid
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from magi.config import RunConfig
+from magi.devices import module_device
 from magi.flow.matching import autoregressive_times, flow_loss, interpolate, noised_context_times, noisy_frame_mse
 from magi.flow.shortcut import broadcast, grid_steps, two_step_target
 from magi.parallel.data import BatchShard
@@ -53,17 +55,18 @@ def vae_objective(clips: Tensor, cfg: RunConfig, shard: BatchShard = BatchShard(
         start = torch.randint(clips.shape[1] - length + 1, (tc.batch_size,), generator=g)
         rows = shard.rows(tc.batch_size)
         frames = torch.stack([clips[i, s:s + length] for i, s in zip(index[rows], start[rows])])  # (b, T, H, W, 3)
-        video = frames_to_video(frames)
+        video = frames_to_video(frames).to(module_device(vae))
         mean, logvar = vae.encode_distribution(video)  # (b, C, t, h, w) each, b = this rank's rows
-        noise = torch.randn((tc.batch_size, *mean.shape[1:]), generator=g)[rows]  # the global batch's draw
+        noise = torch.randn((tc.batch_size, *mean.shape[1:]), generator=g)[rows].to(mean)  # the global batch's
         z = (mean + noise * (0.5 * logvar).exp()) * cfg.vae.scale_factor
         if tc.latent_noise > 0:  # drawn after the posterior's noise: runs without it keep their streams
-            z = z + tc.latent_noise * torch.randn((tc.batch_size, *mean.shape[1:]), generator=g)[rows]
+            z = z + tc.latent_noise * torch.randn((tc.batch_size, *mean.shape[1:]), generator=g)[rows].to(z)
         recon = vae.decode(z)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
         squared = (recon - video).pow(2)  # (b, 3, T, H, W)
         if backgrounds is not None:
-            squared = squared * (1.0 + tc.motion_weight * moving_pixels(frames, backgrounds[index[rows]])[:, None])
+            moving = moving_pixels(frames, backgrounds[index[rows]])[:, None].to(squared)
+            squared = squared * (1.0 + tc.motion_weight * moving)
         return squared.mean() + tc.kl_weight * kl
 
     return objective
@@ -109,6 +112,11 @@ class DiTBatch:
     weight: Tensor | None
     model_t: Tensor | None = None
 
+    def to(self, device: torch.device) -> DiTBatch:
+        """The batch on the model's device."""
+        values = (getattr(self, field.name) for field in dataclasses.fields(self))
+        return DiTBatch(*(None if value is None else value.to(device) for value in values))
+
 
 def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: RunConfig,
                  stills: Tensor | None = None, motion: Tensor | None = None
@@ -147,7 +155,7 @@ def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: 
         model_t = None  # drawn last: runs without context noise keep their random streams
         if tc.context_noise > 0:
             model_t = noised_context_times(t, tc.context_noise, g)
-        return DiTBatch(data, context, mask, drop, t, weight, model_t)
+        return DiTBatch(data, context, mask, drop, t, weight, model_t).to(module_device(dit))
 
     return sample
 
@@ -192,7 +200,7 @@ def distill_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, 
         t_all, d1, d2 = grid_steps(t, n, sampler.shift)  # (B, T) each
         # context noise: the clean frames are seen at their own levels, off the grid, and take no step
         t_seen = t_all if b.model_t is None else torch.where(t == 1, b.model_t, t_all)
-        noise = torch.randn(data.shape, generator=g)  # the global batch's draw, then this rank's rows
+        noise = torch.randn(data.shape, generator=g).to(data)  # the global batch's draw, then this rank's rows
         rows = shard.rows(tc.batch_size)
         x = interpolate(data, noise, t_seen).x_t[rows]
         t_k, d1, d2, context, mask = t_seen[rows], d1[rows], d2[rows], context[rows], mask[rows]

@@ -19,6 +19,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from magi.config import RunConfig
+from magi.devices import module_device, resolve_device
 from magi.errors import InputError
 from magi.io.atomic import atomic_write_text
 from magi.io.video import tensor_to_frames, write_video
@@ -45,7 +46,7 @@ def reconstruction_psnr(vae: TransformerVAE, clips: np.ndarray) -> float:
     vae.eval()
     psnrs = []
     for start in range(0, len(clips), ENCODE_BATCH):
-        video = frames_to_video(torch.from_numpy(clips[start:start + ENCODE_BATCH]))
+        video = frames_to_video(torch.from_numpy(clips[start:start + ENCODE_BATCH])).to(module_device(vae))
         recon = vae.decode(vae.encode(video)).clamp(-1, 1)
         mse = ((recon - video) * 127.5).pow(2).mean(dim=(1, 2, 3, 4))
         psnrs.extend((10 * torch.log10(255.0**2 / mse.clamp(min=1e-10))).tolist())
@@ -55,8 +56,8 @@ def reconstruction_psnr(vae: TransformerVAE, clips: np.ndarray) -> float:
 @torch.no_grad()
 def latent_std(vae: TransformerVAE, clips: np.ndarray) -> float:
     """Standard deviation of the unscaled posterior means (to set ``vae.scale_factor = 1 / std``)."""
-    means = [vae.encode_distribution(frames_to_video(torch.from_numpy(clips[i:i + ENCODE_BATCH])))[0]
-             for i in range(0, len(clips), ENCODE_BATCH)]
+    means = [vae.encode_distribution(frames_to_video(torch.from_numpy(clips[i:i + ENCODE_BATCH]))
+                                     .to(module_device(vae)))[0].cpu() for i in range(0, len(clips), ENCODE_BATCH)]
     return float(torch.cat(means).std())
 
 
@@ -82,7 +83,7 @@ def train_vae(cfg: RunConfig, data: Path, run_dir: Path, *, progress: bool = Tru
     def on_sample(ema: TransformerVAE, step: int) -> None:
         psnr = reconstruction_psnr(ema, dev)
         with torch.no_grad():
-            video = frames_to_video(torch.from_numpy(dev[:1]))
+            video = frames_to_video(torch.from_numpy(dev[:1])).to(module_device(ema))
             recon = ema.decode(ema.encode(video))
         ema.train()
         samples.mkdir(parents=True, exist_ok=True)
@@ -315,7 +316,7 @@ def init_from_shallower(dit: DiT, state: dict[str, Tensor], source: str) -> None
 
 
 def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, progress: bool = True,
-                parallel: DataParallelism | None = None) -> Path:
+                parallel: DataParallelism | None = None, device: str | None = None) -> Path:
     """Shortcut-distill the exported model in ``teacher_dir``; writes ``run_dir/export`` (student + VAE).
 
     Under data parallelism the student is sharded, the frozen teacher replicated; the main process writes."""
@@ -324,9 +325,13 @@ def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, prog
         raise InputError(f"teacher '{teacher_dir}' has no config.json")
     teacher_cfg = RunConfig.load(teacher_dir / "config.json")
     cfg = student_config(teacher_cfg, train_cfg)
+    if device:
+        resolve_device(device)
+        cfg = replace(cfg, device=device)
     teacher = DiT(teacher_cfg.dit)
     teacher_state = read_safetensors(teacher_dir / "dit.safetensors")
     load_state(teacher, teacher_state, str(teacher_dir / "dit.safetensors"))
+    teacher.to(resolve_device(cfg.device))  # beside the student (training.loop.train moves it there)
     _, cache, contexts, masks = prepare_dit_data(cfg, data, teacher_dir / "vae.safetensors", run_dir, progress,
                                                  parallel)
     student = DiT(cfg.dit)
