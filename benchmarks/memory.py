@@ -1,7 +1,13 @@
-"""Peak memory against video length: chunked VAE decode and streamed generation stay flat.
+"""Peak memory against video length and size: chunked VAE decode and streamed generation stay flat, and
+attention grows linearly with the tokens.
 
     python benchmarks/memory.py [--preset physics-64] [--decode-chunks 1,4,16,32] [--size 256]
-        [--generate-chunks 2,8,32] [--steps 8]
+        [--generate-chunks 2,8,32] [--steps 8] [--attention-sizes 128,256,512]
+
+* Attention: one DiT forward of the ``tiny`` preset (random weights), 4 chunks in flight over 4 cached
+  clean chunks, 3 rows (the guidance branches), at each size: peak memory against the tokens. Attention
+  runs per chunk over its key slice (no dense masks), so 4x the tokens should cost about 4x the memory
+  (before: 11.5x from 256 to 512 pixels, with the dense block-causal masks).
 
 * VAE decode: random latents of N chunks (the preset's VAE, random weights, at ``--size`` pixels) decoded at
   once (``TransformerVAE.decode``) and one segment at a time (``iter_decode``, each piece turned into uint8
@@ -79,6 +85,34 @@ def generation_rows(cfg, chunk_counts: list[int]) -> None:
         print(f"| {n} | {n * per_chunk} | {peak:.0f} | {seconds:.1f} | {seconds / n:.2f} |", flush=True)
 
 
+@torch.inference_mode()
+def attention_rows(sizes: list[int]) -> None:
+    from magi.models.dit import DiT
+    from magi.models.kv_cache import ChunkKVCache
+
+    cfg = get_preset("tiny").dit
+    torch.manual_seed(0)
+    dit = DiT(cfg).eval()
+    print("DiT forward, tiny preset: 4 chunks in flight on 4 cached clean chunks, 3 rows (peak RSS growth, MiB)")
+    print()
+    print("| size | tokens in flight | tokens seen | peak MiB | MiB / previous | tokens / previous |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    previous = None
+    for size in sizes:
+        side, F = size // get_preset("tiny").vae.patch_hw, cfg.chunk_frames
+        cache = ChunkKVCache(cfg.depth, 4)
+        context = torch.randn(3, 8, cfg.context_dim)
+        cache.admit(4)
+        dit(torch.randn(3, cfg.in_channels, 4 * F, side, side), torch.ones(3, 4 * F), context, kv_cache=cache)
+        cache.commit()
+        x, t = torch.randn(3, cfg.in_channels, 4 * F, side, side), torch.rand(3, 4 * F)
+        peak, _ = peak_rss_growth(partial(dit, x, t, context, kv_cache=cache))
+        tokens = 4 * F * (side // cfg.patch_size) ** 2
+        ratios = "| - | - |" if previous is None else f"| {peak / previous[0]:.2f}x | {tokens / previous[1]:.0f}x |"
+        print(f"| {size}x{size} | {tokens:,} | {2 * tokens:,} | {peak:.0f} {ratios}", flush=True)
+        previous = (peak, tokens)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="physics-64")
@@ -86,6 +120,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="decode resolution (square)")
     parser.add_argument("--generate-chunks", default="2,8,32")
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--attention-sizes", default="128,256,512", help="'' skips the attention table")
     args = parser.parse_args()
 
     cfg = get_preset(args.preset)
@@ -93,6 +128,9 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, preset {cfg.name}")
     print()
+    if args.attention_sizes:
+        attention_rows([int(n) for n in args.attention_sizes.split(",")])
+        print()
     decode_rows(cfg, args.size, [int(n) for n in args.decode_chunks.split(",")])
     print()
     generation_rows(cfg, [int(n) for n in args.generate_chunks.split(",")])

@@ -52,7 +52,8 @@ def test_magi1_sampler_makes_every_tensor_on_the_model_device(distilled):
     dit = meta_dit(norm="layernorm", rope="magi", adaln_text="null_token", null_text_tokens=4,
                    step_conditioning=distilled, step_embedder="time")
     preset = "magi-4.5b-distill" if distilled else "magi-4.5b"
-    sampler = dataclasses.replace(get_preset(preset).sampler, steps=8, special_tokens=())
+    # (kv_offload copies to the host, which a meta tensor cannot: test_block_offload_* runs it)
+    sampler = dataclasses.replace(get_preset(preset).sampler, steps=8, special_tokens=(), kv_offload=False)
     context, mask = torch.zeros(1, 3, 5, 384, device=META), torch.ones(1, 3, 5, dtype=torch.bool, device=META)
     chunks = list(magi1.iter_generate(dit, sampler, context, mask, num_chunks=3, latent_shape=(8, 8, 8),
                                       prefix=torch.zeros(1, 8, 7, 8, 8, device=META)))
@@ -65,3 +66,56 @@ def test_device_names_are_checked():
     for bad in ("gpu0", "cuda:99" if torch.cuda.is_available() else "cuda", "tpu"):
         with pytest.raises(InputError, match="device"):
             resolve_device(bad)
+
+
+def test_block_offload_and_kv_offload_give_the_same_video():
+    import numpy as np
+
+    from magi.sampling.pipeline import Request, build_pipeline, generate_frames
+
+    run = dataclasses.replace(get_preset("tiny"), device="cpu")
+    request = Request(mode="t2v", prompt="a ball", num_frames=24, seed=0)
+    plain = np.concatenate(list(generate_frames(build_pipeline(run), request)))
+    offloaded_run = dataclasses.replace(run, offload="blocks",
+                                        sampler=dataclasses.replace(run.sampler, kv_offload=True))
+    pipe = build_pipeline(offloaded_run)
+    hooks = [len(block._forward_pre_hooks) for block in pipe.dit.blocks]
+    assert hooks == [1] * len(pipe.dit.blocks)
+    offloaded = np.concatenate(list(generate_frames(pipe, request)))
+    assert np.array_equal(offloaded, plain)
+
+
+def test_offloaded_block_holds_only_its_host_copy_between_forwards():
+    from magi.offload import offload_blocks
+
+    torch.manual_seed(0)
+    dit = DiT(get_preset("tiny").dit).eval()
+    x, t, ctx = torch.randn(1, 8, 6, 8, 8), torch.rand(1, 6), torch.randn(1, 4, 384)
+    with torch.no_grad():
+        before = dit(x, t, ctx)
+        offload_blocks(dit, torch.device("cpu"))
+        host = {name: p.data_ptr() for name, p in dit.blocks[0].named_parameters()}
+        after = dit(x, t, ctx)
+    assert torch.equal(before, after)
+    assert all(p.data_ptr() == host[name] for name, p in dit.blocks[0].named_parameters())
+
+
+def test_streamed_load_places_and_casts_each_tensor(tmp_path):
+    from magi.io.weights import LazyState, save_weights
+    from magi.sampling.pipeline import load_streaming
+
+    torch.manual_seed(0)
+    source = DiT(get_preset("tiny").dit)
+    save_weights(tmp_path / "dit.safetensors", source.state_dict())
+    state = LazyState.open(tmp_path / "dit.safetensors")
+    assert set(state) == set(source.state_dict()) and state.shape("blocks.0.qkv.weight") == (128, 64)
+    with META:
+        target = DiT(get_preset("tiny").dit).to(torch.bfloat16)
+    target.blocks[0].q_norm.float()  # a module kept in float32 keeps its dtype
+    load_streaming(target, ((name, state[name]) for name in state), torch.device("cpu"), "test")
+    assert target.blocks[0].qkv.weight.dtype == torch.bfloat16 and target.blocks[0].q_norm.weight.dtype == torch.float32
+    assert torch.equal(target.blocks[0].qkv.weight, source.blocks[0].qkv.weight.to(torch.bfloat16))
+    with META:
+        short = DiT(get_preset("tiny").dit)
+    with pytest.raises(InputError, match="missing"):
+        load_streaming(short, ((name, state[name]) for name in list(state)[1:]), torch.device("cpu"), "test")

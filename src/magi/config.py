@@ -169,6 +169,7 @@ class SamplerConfig:
     # procedure step for step (magi.sampling.magi1; docs/ARCHITECTURE.md lists its rules), which the magi-*
     # presets use. The fields below are read by "magi1" only (the official runtime/engine config names).
     procedure: Literal["native", "magi1"] = "native"
+    kv_offload: bool = False  # the KV cache in host memory, each layer's visible part copied in as it runs
     noise2clean_kvrange: tuple[int, ...] = (5, 4, 3, 2)  # chunks a chunk in flight sees, per denoising stage
     clean_chunk_kvrange: int = 1  # chunks a clean chunk fed to the cache sees (itself)
     clean_t: float = 0.9999  # the noise level clean chunks are fed at
@@ -304,6 +305,9 @@ class RunConfig:
     weights: str = ""  # "" = random init; "builtin:<name>" = packaged weights; else a directory
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # where the DiT runs: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps
+    # the DiT's blocks in host memory, each moved to the device for its forward (magi.offload): for GPUs too
+    # small for the weights; "none" keeps everything on the device
+    offload: Literal["none", "blocks"] = "none"
     # torch.compile of the DiT when a pipeline is built (magi.compilation): the whole forward, or each block
     compile: CompileScope = "none"
 
@@ -318,6 +322,7 @@ class RunConfig:
         _require(self.dtype in ("float32", "bfloat16", "float16"), f"bad dtype {self.dtype!r}")
         scopes = typing.get_args(CompileScope)
         _require(self.compile in scopes, f"compile={self.compile!r} is not {'|'.join(scopes)}")
+        _require(self.offload in ("none", "blocks"), f"offload={self.offload!r} is not none|blocks")
 
     @property
     def frames_per_chunk(self) -> int:

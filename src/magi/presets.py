@@ -109,6 +109,7 @@ def magi_4p5b() -> RunConfig:
         # special tokens: the run scripts' PAD_HQ=1 PAD_DURATION=1
         sampler=SamplerConfig(procedure="magi1", steps=64, window_size=4, shift=3.0, context_chunks=5,
                               noise2clean_kvrange=(5, 4, 3, 2), clean_chunk_kvrange=1, clean_t=0.9999,
+                              kv_offload=True,  # engine_config kv_offload
                               special_tokens=("HQ", "DURATION")),
         video=VideoConfig(height=720, width=720, num_frames=96, fps=24),
         dtype="bfloat16",

@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="checkpoint directory (config.json + safetensors), or builtin:<name>")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_frames", type=int, help="frames to generate after the conditioning")
+    p.add_argument("--height", type=int, help="video height in pixels (a multiple of 16; default: the config's)")
+    p.add_argument("--width", type=int, help="video width in pixels (a multiple of 16; default: the config's)")
     p.add_argument("--steps", type=int, help="denoising steps per chunk")
     p.add_argument("--cfg", type=float, help="text guidance scale (all noise levels)")
     p.add_argument("--no_prefix_in_output", action="store_true", help="write only the generated frames")
@@ -51,6 +53,9 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if args.checkpoint:
         cfg = dataclasses.replace(cfg, weights=str(args.checkpoint))
     overrides = list(args.set) + placement_overrides(args)
+    for side in ("height", "width"):
+        if getattr(args, side, None) is not None:
+            overrides.append(f"video.{side}={getattr(args, side)}")
     if args.steps is not None:
         overrides.append(f"sampler.steps={args.steps}")
     if args.cfg is not None:

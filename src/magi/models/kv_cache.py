@@ -36,12 +36,13 @@ class LayerKV:
         visible = cache.num_chunks * tokens_per_chunk
         if self.keys is not None and self.values is not None:
             reps = k.shape[0] // self.keys.shape[0]  # > 1: one cache read by every branch (writer_rows)
-            k = torch.cat([self.keys[:, :, :visible].repeat(reps, 1, 1, 1), k], dim=2)  # (B, Hkv, Nc + N, Dh)
-            v = torch.cat([self.values[:, :, :visible].repeat(reps, 1, 1, 1), v], dim=2)
+            cached_k, cached_v = (t[:, :, :visible].to(k.device, non_blocking=True) for t in (self.keys, self.values))
+            k = torch.cat([cached_k.repeat(reps, 1, 1, 1), k], dim=2)  # (B, Hkv, Nc + N, Dh)
+            v = torch.cat([cached_v.repeat(reps, 1, 1, 1), v], dim=2)
         if cache.pending_chunks:  # a copy: the chunks in flight behind them are not kept alive
             stored = visible + cache.pending_chunks * tokens_per_chunk
             rows = slice(None) if cache.writer_rows is None else slice(*cache.writer_rows)
-            self.keys, self.values = k[rows, :, :stored].contiguous(), v[rows, :, :stored].contiguous()
+            self.keys, self.values = (cache.store(t[rows, :, :stored]) for t in (k, v))
         return k, v
 
 
@@ -56,6 +57,8 @@ class ChunkKVCache:
     # every group of end - start rows reads them (MAGI-1: the null-text branch fills the one cache that the
     # text branch reads too)
     writer_rows: tuple[int, int] | None = None
+    offload: bool = False  # keep the K/V in host memory (pinned when the model is on a GPU); each layer copies
+    # its visible chunks to the device as it runs (MAGI-1's kv_offload)
     layers: list[LayerKV] = field(default_factory=list)  # one per attention layer, in order
 
     def __post_init__(self) -> None:
@@ -66,6 +69,13 @@ class ChunkKVCache:
     def admit(self, num_chunks: int) -> None:
         """Declare that the first ``num_chunks`` input chunks of the next forward are clean: store them."""
         self.pending_chunks = num_chunks
+
+    def store(self, t: Tensor) -> Tensor:
+        """A contiguous copy of ``t`` where the cache keeps its tensors."""
+        if not self.offload or t.device.type == "cpu":
+            return t.contiguous()
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=t.device.type == "cuda")
+        return host.copy_(t)
 
     def commit(self) -> None:
         """Make the staged chunks visible and keep only the newest ``max_chunks``."""

@@ -175,8 +175,8 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         return v[:B], v[B:]
 
     needed = max(max(cfg.noise2clean_kvrange), cfg.clean_chunk_kvrange) - 1  # clean chunks any chunk sees
-    cache = ChunkKVCache(dit.cfg.depth, max(1, needed), writer_rows=None if cfg.distilled else (B, 2 * B)) \
-        if use_kv_cache else None
+    cache = ChunkKVCache(dit.cfg.depth, max(1, needed), writer_rows=None if cfg.distilled else (B, 2 * B),
+                         offload=cfg.kv_offload) if use_kv_cache else None
     clean: list[tuple[int, Tensor]] = []  # (absolute index, latents) of clean chunks not in a cache
     if offset:  # the whole prefix chunks, each seeing itself, into the cache (or kept to be fed again)
         chunks = list(range(offset))

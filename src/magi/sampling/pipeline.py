@@ -33,6 +33,7 @@ from magi.models.dit import DiT
 from magi.models.magi_vae import MagiVAE, MagiVAEConfig, TiledVAE, Tiling
 from magi.models.text import TextEncoder, build_text_encoder
 from magi.models.vae import TransformerVAE
+from magi.offload import offload_blocks
 from magi.quant.fp8 import FP8, Float8Linear, is_fp8_state, quantize_, quantize_weight
 from magi.sampling import magi1
 from magi.sampling.sampler import Prefix, iter_generate, num_steps
@@ -77,8 +78,13 @@ def build_pipeline(cfg: RunConfig) -> Pipeline:
             frames = max(2 * cfg.vae.patch_t, cfg.video.fps // 2 // cfg.vae.patch_t * cfg.vae.patch_t)
             # in the run's dtype: the official runs its VAE in bfloat16 (video_process.py VaeHelper)
             vae = TiledVAE(load_magi_vae(folder, cfg).to(DTYPES[cfg.dtype]), Tiling(frames=frames))
-        dit = load_dit(cfg, folder, device)
-    vae, dit = vae.to(vae_device).eval(), dit.to(device).eval()
+        dit = load_dit(cfg, folder, device)  # placed as it is read (the blocks on the host when offloaded)
+    vae = vae.to(vae_device).eval()
+    if folder is None:
+        dit = dit.to(device if cfg.offload == "none" else "cpu")
+    if cfg.offload == "blocks":
+        dit = offload_blocks(_to_device_except_blocks(dit, device), device)
+    dit = dit.eval()
     compile_dit(dit, cfg.compile)
     keys = (*cfg.sampler.special_tokens, *cfg.sampler.negative_special_tokens)
     if keys and folder is None:
@@ -106,20 +112,35 @@ def load_dit(cfg: RunConfig, folder: Path, device: torch.device) -> DiT:
     if fp8 and cfg.quant.mode != "fp8":
         raise InputError(f"'{folder}' holds fp8 weights but the config has quant.mode={cfg.quant.mode}")
     quantize_(dit, cfg.quant)  # on meta: the swap only
-    load_streaming(dit, tensors, device, source, quantize_from=DTYPES[cfg.dtype])
+    host = torch.device("cpu")
+    load_streaming(dit, tensors, lambda name: host if cfg.offload == "blocks" and name.startswith("blocks.")
+                   else device, source, quantize_from=DTYPES[cfg.dtype])
     return dit
 
 
-def load_streaming(module: nn.Module, tensors: Iterable[tuple[str, Tensor]], device: torch.device, source: str,
+def _to_device_except_blocks(dit: DiT, device: torch.device) -> DiT:
+    for name, module in dit.named_children():
+        if name != "blocks":
+            module.to(device)
+    for param in dit.parameters(recurse=False):
+        param.data = param.data.to(device)
+    return dit
+
+
+def load_streaming(module: nn.Module, tensors: Iterable[tuple[str, Tensor]],
+                   device: torch.device | Callable[[str], torch.device], source: str,
                    quantize_from: torch.dtype | None = None) -> None:
     """Fill ``module`` (built on the meta device, in its final dtypes) from (name, tensor) pairs, each moved
-    to ``device`` and its parameter's dtype as it arrives: the host never holds a second copy of the model.
+    to ``device`` (or ``device(name)``) and its parameter's dtype as it arrives: the host never holds a second
+    copy of the model.
     A high-precision weight meant for a ``Float8Linear`` is cast to ``quantize_from`` and quantized on the
     way, as ``quantize_`` would have done after a full load. Strict: every name once, every shape right."""
     expected = module.state_dict()  # meta tensors: names, shapes and dtypes
     fp8 = {f"{name}.weight" for name, m in module.named_modules() if isinstance(m, Float8Linear)}
     loaded: dict[str, Tensor] = {}
+    device_of = device if callable(device) else (lambda name, fixed=device: fixed)
     for name, tensor in tensors:
+        target = device_of(name)
         if name not in expected or name in loaded:
             raise InputError(f"checkpoint '{source}' does not match the config: unexpected key {name}")
         if tuple(tensor.shape) != tuple(expected[name].shape):
@@ -127,9 +148,9 @@ def load_streaming(module: nn.Module, tensors: Iterable[tuple[str, Tensor]], dev
                              f"{tuple(tensor.shape)}, the model {tuple(expected[name].shape)}")
         if name in fp8 and tensor.dtype != FP8:
             scale_name = name.removesuffix("weight") + "weight_scale"
-            loaded[name], loaded[scale_name] = quantize_weight(tensor.to(device, quantize_from or tensor.dtype))
+            loaded[name], loaded[scale_name] = quantize_weight(tensor.to(target, quantize_from or tensor.dtype))
         else:
-            loaded[name] = tensor.to(device=device, dtype=expected[name].dtype)
+            loaded[name] = tensor.to(device=target, dtype=expected[name].dtype)
     missing = sorted(set(expected) - set(loaded))
     if missing:
         raise InputError(f"checkpoint '{source}' does not match the config: {len(missing)} missing "

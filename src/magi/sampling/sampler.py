@@ -140,7 +140,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             return chunk
         return clean_t * chunk + cfg.context_noise * per_sample_noise(chunk.shape[1:], generators).to(chunk)
 
-    cache = ChunkKVCache(dit.cfg.depth, cfg.context_chunks) if use_kv_cache else None
+    cache = ChunkKVCache(dit.cfg.depth, cfg.context_chunks, offload=cfg.kv_offload) if use_kv_cache else None
     # text_and_prefix guidance's third branch (no text, no earlier chunks): with the cache it rides in the same
     # forward as the other two, its rows told to attend to no clean chunk (one pass of 3B rows instead of 2B,
     # then B: 12-23% less time at one chunk in flight, docs/benchmarks.md); without, it is a forward of its own

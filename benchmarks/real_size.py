@@ -1,0 +1,165 @@
+"""A real-size MAGI-1 DiT on this CPU: a random-weight checkpoint in the published sharded layout, loaded and
+run, with the peak host memory against the plan.
+
+    python benchmarks/real_size.py [--preset magi-4.5b] [--dir /tmp/magi-random] [--size 64] [--steps 4]
+        [--shard-gib 2] [--device cpu] [--chunks 1]
+
+1. Writes (once) random bf16 weights with the published key names, shapes and sharding
+   (``model-0000N-of-0000M.safetensors`` + ``model.safetensors.index.json``), shard by shard.
+2. In a fresh process: builds the DiT on the meta device and streams the shards onto the CPU in bf16
+   (``pipeline.load_dit``), timing it and sampling the peak RSS; then generates one chunk at ``--size``
+   pixels with the preset's procedure (``--steps`` steps), again with its peak RSS.
+3. Prints a table: model bytes, largest shard, peak RSS while loading and its ratio to (largest shard +
+   model), peak RSS while generating, and the plan's DiT weights at that size. With ``--device cuda``
+   (scripts/gpu_check.sh) the DiT is streamed onto the GPU and the peak VRAM of generating ``--chunks``
+   chunks (5 reach the plan's largest forward: 4 in flight and one fed to the cache) is set against the
+   plan's VRAM for the DiT (weights, activations, attention, KV cache, text; the VAE is not loaded).
+
+Random weights give noise, not a video: this measures memory and that the published layout loads and runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+GIB = 2**30
+
+
+def write_random_checkpoint(preset: str, folder: Path, shard_bytes: int) -> None:
+    from safetensors.torch import save_file
+
+    from magi.io.reference import reference_manifest
+    from magi.io.weights import SAFETENSORS_INDEX
+    from magi.presets import get_preset
+
+    if (folder / SAFETENSORS_INDEX).is_file():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = reference_manifest(get_preset(preset).dit)
+    generator = torch.Generator().manual_seed(0)
+    sizes = [0]
+    names: list[list[str]] = [[]]
+    for name, shape in manifest.items():  # plan the shards first (names only)
+        size = 2 * int(torch.Size(shape).numel())
+        if sizes[-1] and sizes[-1] + size > shard_bytes:
+            names.append([])
+            sizes.append(0)
+        names[-1].append(name)
+        sizes[-1] += size
+    weight_map = {}
+    for index, shard_names in enumerate(names):
+        filename = f"model-{index + 1:05d}-of-{len(names):05d}.safetensors"
+        tensors = {}
+        for name in shard_names:
+            shape = manifest[name]
+            scale = 0.02 if len(shape) > 1 else 0.1
+            tensors[name] = (torch.randn(shape, generator=generator) * scale).to(torch.bfloat16)
+            weight_map[name] = filename
+        save_file(tensors, str(folder / filename))
+        del tensors
+        print(f"wrote {filename} ({sizes[index] / GIB:.2f} GiB)", flush=True)
+    index_json = {"metadata": {"total_size": sum(sizes)}, "weight_map": weight_map}
+    (folder / SAFETENSORS_INDEX).write_text(json.dumps(index_json, indent=1))
+
+
+def child(preset: str, folder: Path, size: int, steps: int, device: str, chunks: int) -> None:
+    """Load and run in this process; print one JSON line of measurements."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from measure import peak_rss_growth
+
+    from magi.config import apply_overrides
+    from magi.presets import get_preset
+    from magi.sampling import magi1
+    from magi.sampling.pipeline import load_dit
+
+    cfg = apply_overrides(get_preset(preset), [f"video.height={size}", f"video.width={size}", f"device={device}",
+                                               f"sampler.steps={steps}", "sampler.special_tokens="])
+    cfg = dataclasses.replace(cfg, weights=str(folder))
+    holder = {}
+
+    def load() -> None:
+        holder["dit"] = load_dit(cfg, folder, torch.device(device)).eval()
+
+    start = time.perf_counter()
+    load_peak, load_seconds = peak_rss_growth(load)
+    dit = holder["dit"]
+    model_bytes = sum(t.numel() * t.element_size() for t in (*dit.parameters(), *dit.buffers()))
+    side = size // cfg.vae.patch_hw
+    context = torch.randn(1, 16, cfg.dit.context_dim)
+    mask = torch.ones(1, 16, dtype=torch.bool)
+
+    def generate() -> None:
+        holder["chunk"] = list(magi1.iter_generate(dit, cfg.sampler, context, mask, num_chunks=chunks,
+                                                   latent_shape=(cfg.dit.latent_channels, side, side)))[-1]
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    run_peak, run_seconds = peak_rss_growth(generate)
+    vram = torch.cuda.max_memory_allocated() if device.startswith("cuda") else 0
+    print(json.dumps({"load_peak_mib": load_peak, "load_s": load_seconds, "model_bytes": model_bytes,
+                      "run_peak_mib": run_peak, "run_s": run_seconds, "total_s": time.perf_counter() - start,
+                      "vram_peak": vram, "finite": bool(holder["chunk"].isfinite().all())}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="magi-4.5b")
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/magi-random"))
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--shard-gib", type=float, default=2.0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--chunks", type=int, default=1)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    folder = args.dir / args.preset
+    if args.child:
+        child(args.preset, folder, args.size, args.steps, args.device, args.chunks)
+        return
+
+    from magi.config import apply_overrides
+    from magi.plan import plan
+    from magi.presets import get_preset
+
+    write_random_checkpoint(args.preset, folder, int(args.shard_gib * GIB))
+    largest = max(p.stat().st_size for p in folder.glob("model-*.safetensors"))
+    out = subprocess.run([sys.executable, __file__, "--child", "--preset", args.preset, "--dir", str(args.dir),
+                          "--size", str(args.size), "--steps", str(args.steps), "--device", args.device,
+                          "--chunks", str(args.chunks)],
+                         capture_output=True, text=True, check=True).stdout
+    m = json.loads(out.strip().splitlines()[-1])
+    cfg = apply_overrides(get_preset(args.preset), [f"video.height={args.size}", f"video.width={args.size}"])
+    planned_plan = plan(cfg, 1)
+    planned = next(v for k, v in planned_plan.device.items() if k.startswith("DiT weights"))
+    planned_dit = planned_plan.device_bytes - next(v for k, v in planned_plan.device.items() if k.startswith("VAE"))
+    load_peak = m["load_peak_mib"] * 2**20
+    print(f"# {args.preset}, random weights in the published layout, bf16, {args.device}, "
+          f"{args.size}x{args.size}, {args.steps} steps, {args.chunks} chunk(s)")
+    print()
+    print("| measure | value |")
+    print("|---|---:|")
+    print(f"| DiT in memory | {m['model_bytes'] / GIB:.2f} GiB |")
+    print(f"| plan: DiT weights | {planned / GIB:.2f} GiB |")
+    print(f"| largest shard | {largest / GIB:.2f} GiB |")
+    print(f"| peak RSS growth while loading | {load_peak / GIB:.2f} GiB |")
+    print(f"| ... over (model + largest shard) | {load_peak / (m['model_bytes'] + largest):.2f}x |")
+    print(f"| ... beyond the model, over the largest shard | {(load_peak - m['model_bytes']) / largest:.2f}x |")
+    print(f"| load time | {m['load_s']:.0f} s |")
+    print(f"| peak RSS growth while generating one chunk | {m['run_peak_mib'] / 1024:.2f} GiB |")
+    print(f"| generation time | {m['run_s']:.0f} s |")
+    if m["vram_peak"]:
+        print(f"| peak VRAM (torch.cuda.max_memory_allocated) | {m['vram_peak'] / GIB:.2f} GiB |")
+        print(f"| plan: VRAM of the DiT | {planned_dit / GIB:.2f} GiB |")
+    print(f"| output finite | {m['finite']} |")
+
+
+if __name__ == "__main__":
+    main()
