@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -344,7 +345,16 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read config '{path}': {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"config '{path}' is not a JSON object")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, AttributeError) as error:
+            raise ValueError(f"config '{path}' does not describe a run: {error}") from None
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
@@ -378,9 +388,12 @@ def _coerce(text: str, hint: Any, path: str) -> Any:
         _require(text.lower() in ("true", "false", "1", "0"), f"{path}={text!r} is not a boolean")
         return text.lower() in ("true", "1")
     try:
-        return hint(text)
-    except (TypeError, ValueError):
+        value = hint(text)
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{path}={text!r} is not a valid {getattr(hint, '__name__', hint)}") from None
+    if hint is float and not math.isfinite(value):
+        raise ValueError(f"{path}={text!r} is not a finite number")
+    return value
 
 
 def apply_overrides(cfg: Any, overrides: list[str]) -> Any:

@@ -63,7 +63,30 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     return apply_overrides(cfg, overrides)
 
 
+MAX_FRAMES = 100_000  # over an hour at 24 fps: a longer request is a typo, not a video
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+
+
 def check_flags(args: argparse.Namespace) -> None:
+    """Every flag checked before any model is built (one line naming the flag and what is wrong)."""
+    import math
+
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("--prompt is not valid UTF-8 text") from None
+    if not 0 <= args.seed <= MAX_SEED:
+        raise InputError(f"--seed {args.seed} is out of range: use 0 .. {MAX_SEED}")
+    if args.num_frames is not None and not 1 <= args.num_frames <= MAX_FRAMES:
+        raise InputError(f"--num_frames {args.num_frames} is out of range: use 1 .. {MAX_FRAMES}")
+    if args.steps is not None and args.steps < 1:
+        raise InputError(f"--steps {args.steps} must be at least 1")
+    if args.cfg is not None and not math.isfinite(args.cfg):
+        raise InputError(f"--cfg {args.cfg} is not a finite number")
+    for side in ("height", "width"):
+        value = getattr(args, side, None)
+        if value is not None and not 16 <= value <= 16384:
+            raise InputError(f"--{side} {value} is out of range: use 16 .. 16384 (a multiple of 16)")
     if args.mode != "i2v" and args.image_path:
         raise InputError(f"--image_path is only used with --mode i2v (got --mode {args.mode})")
     if args.mode != "v2v" and args.prefix_video_path:
@@ -76,6 +99,28 @@ def check_flags(args: argparse.Namespace) -> None:
         raise InputError("--prompt is empty")
     if Path(args.output_path).suffix.lower() != ".mp4":
         raise InputError(f"--output_path must end in .mp4, got '{args.output_path}'")
+    check_writable(Path(args.output_path))
+
+
+def check_writable(output: Path) -> None:
+    """The output can be written: not a directory, under directories (made if missing) where a file can be
+    created; found out by creating and removing a probe file, before any work."""
+    import os
+    import tempfile
+
+    if output.is_dir():
+        raise InputError(f"--output_path '{output}' is a directory")
+    folder = output.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"--output_path '{output}': '{folder}' is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".magi-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        raise InputError(f"--output_path '{output}': cannot write in '{folder}' ({error.strerror})") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,8 +133,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     image = read_image(args.image_path) if args.image_path else None
     prefix = None
-    if args.prefix_video_path:  # at the model's frame rate, as the official reads it (ffmpeg fps filter)
-        prefix, fps = read_video(args.prefix_video_path)
+    if args.prefix_video_path:  # at the model's size and frame rate, as the official reads it (ffmpeg filters)
+        official = cfg.sampler.procedure == "magi1"
+        from magi.sampling.magi1 import V2V_PREFIX_FRAMES
+
+        prefix, fps = read_video(args.prefix_video_path, size=(cfg.video.height, cfg.video.width), crop=not official,
+                                 max_seconds=V2V_PREFIX_FRAMES / cfg.video.fps if official else None)
         if abs(fps - cfg.video.fps) > 1e-6:
             prefix = resample_fps(prefix, fps, cfg.video.fps)
             print(f"note: the prefix video runs at {fps:g} fps; resampled to the model's {cfg.video.fps} fps "

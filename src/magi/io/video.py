@@ -7,6 +7,7 @@ never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -65,38 +66,74 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"image not found: '{path}'")
     try:
         with Image.open(path) as image:
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scaled to 8 bits, not clipped
+                grey = np.asarray(image).astype(np.float64)
+                scale = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
+                return np.repeat((grey / scale * 255.0 + 0.5).clip(0, 255).astype(np.uint8)[..., None], 3, -1)
             return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, ValueError) as error:
         raise InputError(f"cannot read image '{path}': {error}") from None
 
 
-def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """A video file as ((T, H, W, 3) uint8 frames, fps). ``.npz`` files hold a ``frames`` array (fps 8)."""
+def read_video(path: str | os.PathLike, max_frames: int | None = None, *, size: tuple[int, int] | None = None,
+               crop: bool = True, max_seconds: float | None = None) -> tuple[np.ndarray, float]:
+    """A video file as ((T, H, W, 3) uint8 frames, fps). ``.npz`` files hold a ``frames`` array (and
+    optionally ``fps``; 8 if absent). With ``size`` (height, width) each frame is resized as it is decoded
+    (``resize_frames``), so a long 4K clip never sits in memory at full size; only the first ``max_frames``
+    frames, or the first ``max_seconds`` of video, are read."""
     import av
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"video not found: '{path}'")
+
+    def fit(frames: np.ndarray) -> np.ndarray:
+        return frames if size is None else resize_frames(frames, *size, crop=crop)
+
     if path.suffix == ".npz":
-        with np.load(path) as data:
-            if "frames" not in data:
-                raise InputError(f"'{path}' has no 'frames' array")
-            frames = data["frames"][:max_frames]
-            return frames, float(data["fps"]) if "fps" in data else 8.0
+        frames, fps = _read_npz_video(path)
+        limit = _frame_limit(max_frames, max_seconds, fps)
+        return fit(frames[:limit]), fps
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 0) or 24.0
+            limit = _frame_limit(max_frames, max_seconds, fps)
             frames = []
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) >= max_frames:
+                frames.append(fit(frame.to_ndarray(format="rgb24")[None])[0])
+                if limit is not None and len(frames) >= limit:
                     break
     except (av.error.FFmpegError, IndexError) as error:
         raise InputError(f"cannot read video '{path}': {error}") from None
     if not frames:
         raise InputError(f"video '{path}' has no frames")
     return np.stack(frames), fps
+
+
+def _frame_limit(max_frames: int | None, max_seconds: float | None, fps: float) -> int | None:
+    limits = [n for n in (max_frames, None if max_seconds is None else math.ceil(max_seconds * fps) + 1)
+              if n is not None]
+    return min(limits) if limits else None
+
+
+def _read_npz_video(path: Path) -> tuple[np.ndarray, float]:
+    """A ``.npz`` video, checked: a (T, H, W, 3) uint8 ``frames`` array and an optional positive ``fps``."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "frames" not in data:
+                raise InputError(f"'{path}' has no 'frames' array")
+            frames = data["frames"]
+            fps = float(data["fps"]) if "fps" in data else 8.0
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise InputError(f"'{path}' is not a readable .npz video ({type(error).__name__})") from None
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise InputError(f"'{path}': frames must be a (T, H, W, 3) uint8 array, got {frames.shape} {frames.dtype}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise InputError(f"'{path}': fps {fps} is not a positive number")
+    return frames, fps
 
 
 def resample_fps(frames: np.ndarray, fps: float, target_fps: float) -> np.ndarray:

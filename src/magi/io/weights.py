@@ -66,7 +66,8 @@ def check_state_dict(module: nn.Module, state: dict[str, Tensor], source: str) -
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
+    dtypes = sorted(k for k in set(expected) & set(state) if expected[k].dtype != state[k].dtype)
+    if missing or unexpected or wrong or dtypes:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
@@ -76,6 +77,10 @@ def check_state_dict(module: nn.Module, state: dict[str, Tensor], source: str) -
             k = wrong[0]
             parts.append(f"{len(wrong)} with wrong shape (e.g. {k}: checkpoint {tuple(state[k].shape)} "
                          f"vs model {tuple(expected[k].shape)})")
+        if dtypes:
+            k = dtypes[0]
+            parts.append(f"{len(dtypes)} of another dtype (e.g. {k}: checkpoint {state[k].dtype} vs model "
+                         f"{expected[k].dtype}; convert it explicitly, e.g. magi quantize or a run's dtype)")
         raise InputError(f"checkpoint '{source}' does not match the config: " + "; ".join(parts))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import zipfile
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from magi.errors import InputError
+from magi.io.atomic import atomic_path, atomic_write_text
 from magi.physics.captions import caption
 from magi.physics.families import FAMILIES, MINI_COUNTS, TRAIN_WEIGHTS
 from magi.physics.render import check_size, render_views
@@ -112,7 +114,8 @@ def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: in
     written = []
 
     def flush():
-        np.savez_compressed(out / f"clips-{len(written):05d}.npz", clips=np.stack(shard))
+        with atomic_path(out / f"clips-{len(written):05d}.npz") as tmp:
+            np.savez_compressed(tmp, clips=np.stack(shard))
         written.append(len(shard))
         shard.clear()
 
@@ -138,8 +141,8 @@ def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: in
     settings = {"split": split, "num_clips": num_clips, "seed": seed, "frames": frames, "size": size, "fps": FPS,
                 "substeps": SUBSTEPS, "clips_per_shard": CLIPS_PER_SHARD, "num_shards": num_shards,
                 "reserved_test_hashes": len(reserved)}
-    (out / "captions.json").write_text(json.dumps(captions, indent=0))
-    (out / "meta.json").write_text(json.dumps({"generator": settings, "clips": metas}))
+    atomic_write_text(out / "captions.json", json.dumps(captions, indent=0))
+    atomic_write_text(out / "meta.json", json.dumps({"generator": settings, "clips": metas}))  # last: complete
     return out
 
 
@@ -155,7 +158,7 @@ def load_split(root: Path, split: str) -> tuple[np.ndarray, list[str]]:
         for path in shards:
             with np.load(path) as data:
                 parts.append(data["clips"])
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise InputError(f"{folder} is not a readable clip split ({type(error).__name__}: {error})") from None
     t, s = settings["frames"], settings["size"]
     clips = np.concatenate(parts) if parts else np.zeros((0, t, s, s, 3), np.uint8)

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from magi.errors import InputError
+from magi.io.atomic import atomic_path, atomic_write_text
 from magi.physics.captions import caption
 from magi.physics.dataset import benchmark_configs
 from magi.physics.families import FAMILIES
@@ -35,6 +36,12 @@ PROFILES = {"mini": (64, 24, 40), "tiny": (32, 8, 16)}  # size, conditioning fra
 VIEWS = ("perspective-left", "perspective-center", "perspective-right")
 TAKE_CODE = 5
 
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed`` under a temporary name, renamed when complete."""
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
 
 def _profile(profile: str) -> tuple[int, int, int]:
     if profile not in PROFILES:
@@ -112,16 +119,17 @@ def write_physics_iq_mini(root: Path, *, seed: int = 0, profile: str = "mini", p
             for v, view in enumerate(VIEWS):
                 vid = f"{(take - 1) * per_take + 3 * s + v + 1:04d}"
                 tk = f"take-{take}"
-                np.savez_compressed(dirs[take] / f"{vid}_full-videos_{fps}_{view}_{tk}_{slug}.npz", frames=videos[v])
-                np.savez_compressed(dirs["cond"] / f"{vid}_conditioning-videos_{fps}_{view}_{tk}_{slug}.npz",
+                save_npz(dirs[take] / f"{vid}_full-videos_{fps}_{view}_{tk}_{slug}.npz", frames=videos[v])
+                save_npz(dirs["cond"] / f"{vid}_conditioning-videos_{fps}_{view}_{tk}_{slug}.npz",
                                     frames=videos[v, :cond])
                 stem = dirs["test"] / f"{vid}_testing-videos_{fps}_{view}_{tk}_{slug}"
-                np.savez_compressed(stem.with_suffix(".npz"), frames=videos[v, cond:])
+                save_npz(stem.with_suffix(".npz"), frames=videos[v, cond:])
                 side = sidecar(configs[s], trace, v, size=size, frames=slice(cond, cond + test), text=text)
                 side.update(take=tk, id=vid, size=size, conditioning_frames=cond, test_frames=test)
-                stem.with_suffix(".json").write_text(json.dumps(side))
+                atomic_write_text(stem.with_suffix(".json"), json.dumps(side))
                 switch = dirs["switch"] / f"{vid}_switch-frames_anyFPS_{view}_{slug}.png"
-                Image.fromarray(videos[v, cond - 1]).save(switch)
+                with atomic_path(switch) as tmp:
+                    Image.fromarray(videos[v, cond - 1]).save(tmp)
                 rows.append({"scenario": slug, "description": text, "category": FAMILIES[family].category,
                              "generated_video_name": f"{vid}_{view}_{slug}.mp4", "_order": (take, s, v)})
     rows.sort(key=lambda r: r.pop("_order"))
@@ -131,5 +139,5 @@ def write_physics_iq_mini(root: Path, *, seed: int = 0, profile: str = "mini", p
         writer.writerows(rows)
     settings = {"profile": profile, "seed": seed, "size": size, "fps": FPS, "conditioning_frames": cond,
                 "test_frames": test, "scenarios": n, "switch_frame": cond - 1}
-    (root / "physics_iq_mini.json").write_text(json.dumps(settings, indent=2))
+    atomic_write_text(root / "physics_iq_mini.json", json.dumps(settings, indent=2))
     return root
