@@ -16,7 +16,9 @@ from magi.presets import DEFAULT_PRESET, default_preset, get_preset
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("generate", help="generate a video (t2v, i2v or v2v)")
     p.add_argument("--mode", choices=["t2v", "i2v", "v2v"], default="t2v")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", required=True, help="the prompt (of every chunk, or of chunk 0 with --chunk_prompt)")
+    p.add_argument("--chunk_prompt", action="append", default=[], metavar="N:PROMPT",
+                   help="chunk-wise prompting: PROMPT from chunk N on (repeatable)")
     p.add_argument("--image_path", help="conditioning image (i2v)")
     p.add_argument("--prefix_video_path", help="video to continue (v2v)")
     p.add_argument("--output_path", required=True, help="where to write the .mp4")
@@ -102,6 +104,21 @@ def check_flags(args: argparse.Namespace) -> None:
     check_writable(Path(args.output_path))
 
 
+def parse_chunk_prompts(items: list[str]) -> tuple[tuple[int, str], ...]:
+    """``["2:the ball stops", ...]`` -> ((2, "the ball stops"), ...); one clear line for a malformed one."""
+    pairs = []
+    for item in items:
+        chunk, sep, text = item.partition(":")
+        if not sep or not chunk.strip().isdigit() or not text.strip():
+            raise InputError(f"--chunk_prompt {item!r} must look like N:PROMPT (N a chunk number, from 0)")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"--chunk_prompt {chunk}: the prompt is not valid UTF-8 text") from None
+        pairs.append((int(chunk), text.strip()))
+    return tuple(pairs)
+
+
 def check_writable(output: Path) -> None:
     """The output can be written: not a directory, under directories (made if missing) where a file can be
     created; found out by creating and removing a probe file, before any work."""
@@ -145,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
                   f"({prefix.shape[0]} frames)", file=sys.stderr)
     request = Request(mode=args.mode, prompt=args.prompt, image=image, prefix_video=prefix,
                       num_frames=cfg.video.num_frames if args.num_frames is None else args.num_frames, seed=args.seed,
-                      include_prefix=not args.no_prefix_in_output, use_kv_cache=not args.no_kv_cache)
+                      include_prefix=not args.no_prefix_in_output, use_kv_cache=not args.no_kv_cache,
+                      chunk_prompts=parse_chunk_prompts(args.chunk_prompt))
     validate(request, cfg)
     import os
 
@@ -159,10 +177,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace, cfg: RunConfig, request, world) -> int:
+    import sys
+    import time
+
     from tqdm import tqdm
 
     from magi.io.atomic import atomic_write_text
-    from magi.io.video import write_video
+    from magi.io.video import partial_path, stream_video
     from magi.sampling.pipeline import build_pipeline, generate_frames
 
     pipe = build_pipeline(cfg)
@@ -182,12 +203,25 @@ def _generate(args: argparse.Namespace, cfg: RunConfig, request, world) -> int:
         return 0
     output = Path(args.output_path)
     output.parent.mkdir(parents=True, exist_ok=True)
+    start, batches = time.perf_counter(), []
+    conditioning = request.include_prefix and request.mode != "t2v" and cfg.sampler.procedure == "native"
     with tqdm(desc=f"{args.mode} {cfg.name}", unit="step", leave=False) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        write_video(output, generate_frames(pipe, request, progress), fps=cfg.video.fps)
+        def on_batch(frames: int) -> None:
+            batches.append(frames)
+            if len(batches) == 1 + conditioning:  # the first generated chunk is in the growing file
+                tqdm.write(f"first chunk after {time.perf_counter() - start:.1f} s: {partial_path(output)} "
+                           f"plays its {frames} frames while the rest is generated")
+
+        try:
+            stream_video(output, generate_frames(pipe, request, progress), fps=cfg.video.fps, on_batch=on_batch)
+        except BaseException:
+            if partial_path(output).exists():
+                print(f"note: the {batches[-1]} frames made so far are in {partial_path(output)}", file=sys.stderr)
+            raise
     run_record = {"config": cfg.to_dict(), "request": {k: v for k, v in vars(args).items() if k != "func"}}
     atomic_write_text(output.with_suffix(".json"), json.dumps(run_record, indent=2) + "\n")
     print(f"wrote {output} ({args.mode}, {cfg.name}, seed {args.seed})")

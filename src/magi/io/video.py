@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -147,6 +147,59 @@ def resample_fps(frames: np.ndarray, fps: float, target_fps: float) -> np.ndarra
     count = max(1, round(frames.shape[0] * target_fps / fps))
     index = np.minimum(np.floor(np.arange(count) * fps / target_fps + 0.5).astype(int), frames.shape[0] - 1)
     return frames[index]
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where ``stream_video`` grows a video before it is complete: ``out.partial.mp4`` beside ``out.mp4``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
+def stream_video(path: str | os.PathLike, batches: Iterable[np.ndarray], fps: float, crf: int = 12,
+                 on_batch: Callable[[int], None] | None = None) -> int:
+    """Write batches of (n, H, W, 3) uint8 frames (one per generated chunk) as a fragmented MP4 that grows as
+    they come: ``partial_path(path)`` is playable after every batch (each starts with a keyframe; each frame
+    is its own fragment, flushed at once), and is renamed to ``path`` only when the last batch is in. If the
+    batches raise, the frames written so far stay playable at the partial name (removed if there are none).
+    ``on_batch(frames written)`` is called after each batch. Returns the frame count."""
+    from fractions import Fraction
+
+    import av
+
+    partial = partial_path(path)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    count, stream = 0, None
+    options = {"movflags": "frag_keyframe+empty_moov+default_base_moof+frag_every_frame"}
+    try:
+        with av.open(str(partial), mode="w", format="mp4", options=options,
+                     container_options={"flush_packets": "1"}) as container:
+            try:
+                for batch in batches:
+                    for i, frame in enumerate(batch):
+                        if stream is None:
+                            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                            stream.height, stream.width = frame.shape[:2]
+                            stream.pix_fmt = "yuv420p"
+                            stream.options = {"crf": str(crf), "tune": "zerolatency"}  # no lookahead: frames out now
+                        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                        if i == 0:
+                            picture.pict_type = av.video.frame.PictureType.I  # a chunk starts a fragment group
+                        container.mux(stream.encode(picture))
+                        count += 1
+                    if on_batch is not None:
+                        on_batch(count)
+            finally:
+                if stream is not None:
+                    container.mux(stream.encode())  # flush the encoder: what was written stays playable
+    except BaseException:
+        if count == 0 and partial.exists():
+            partial.unlink()
+        raise
+    if stream is None:
+        partial.unlink(missing_ok=True)
+        raise InputError("no frames to write")
+    os.replace(partial, path)
+    return count
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float,

@@ -215,6 +215,21 @@ class Request:
     seed: int = 0
     include_prefix: bool = True  # output starts with the conditioning frames
     use_kv_cache: bool = True
+    # MAGI-1's chunk-wise prompting: (first chunk, prompt) pairs; chunk c follows the last pair starting at or
+    # before it, and ``prompt`` holds from chunk 0 until the first pair
+    chunk_prompts: tuple[tuple[int, str], ...] = ()
+
+    def prompt_of_chunk(self, num_chunks: int) -> list[str]:
+        """The prompt of each generated chunk."""
+        for start, text in self.chunk_prompts:
+            if not 0 <= start < num_chunks:
+                raise InputError(f"a prompt for chunk {start}, but the video has chunks 0 .. {num_chunks - 1}")
+            if not text.strip():
+                raise InputError(f"the prompt for chunk {start} is empty")
+        prompts = [self.prompt] * num_chunks
+        for start, text in sorted(self.chunk_prompts):
+            prompts[start:] = [text] * (num_chunks - start)
+        return prompts
 
 
 def validate(request: Request, cfg: RunConfig) -> None:
@@ -264,6 +279,18 @@ def batch_key(request: Request, cfg: RunConfig) -> tuple:
     use_kv_cache and the number of conditioning frames."""
     return (request.mode, request.num_frames, request.include_prefix, request.use_kv_cache,
             conditioning_length(request, cfg))
+
+
+def encode_prompts(pipe: Pipeline, requests: Sequence[Request], num_chunks: int) -> tuple[Tensor, Tensor]:
+    """The requests' texts: (B, L, Dc) and mask (B, L) for one prompt each, or (B, num_chunks, L, Dc) and
+    (B, num_chunks, L) with chunk-wise prompts (each distinct prompt encoded once)."""
+    if not any(request.chunk_prompts for request in requests):
+        return pipe.text.encode([request.prompt for request in requests])
+    schedules = [request.prompt_of_chunk(num_chunks) for request in requests]
+    distinct = sorted({prompt for schedule in schedules for prompt in schedule})
+    context, mask = pipe.text.encode(distinct)  # (P, L, Dc), (P, L)
+    index = torch.tensor([[distinct.index(prompt) for prompt in schedule] for schedule in schedules])
+    return context[index], mask[index]  # (B, num_chunks, L, Dc), (B, num_chunks, L)
 
 
 @torch.inference_mode()
@@ -322,7 +349,7 @@ def generate_batch(pipe: Pipeline, requests: Sequence[Request],
         latent_frames = opening + math.ceil(first.num_frames / stride)
         num_chunks = math.ceil(latent_frames / chunk_frames)
 
-    context, mask = pipe.text.encode([request.prompt for request in requests])  # (B, L, Dc), (B, L)
+    context, mask = encode_prompts(pipe, requests, num_chunks)  # (B, L, Dc) or (B, num_chunks, L, Dc)
     sampler, max_length, negative = cfg.sampler, cfg.dit.context_max_length, None
     if sampler.special_tokens:  # one text per chunk: MAGI-1's special tokens in front of the caption
         context, mask = chunk_texts(context, mask, num_chunks, pipe.special_tokens, sampler.special_tokens,

@@ -72,10 +72,11 @@ def prepend(token: Tensor, context: Tensor, mask: Tensor, max_length: int) -> tu
 
 def chunk_texts(context: Tensor, mask: Tensor, num_chunks: int, table: dict[str, Tensor],
                 keys: tuple[str, ...], max_length: int) -> tuple[Tensor, Tensor]:
-    """(B, L, Dc) caption -> (B, num_chunks, L', Dc) per generated chunk, with ``keys`` put in front."""
+    """(B, L, Dc) caption, or (B, num_chunks, L, Dc) one per chunk -> (B, num_chunks, L', Dc) per generated
+    chunk, with ``keys`` put in front."""
     texts, masks = [], []
     for chunk in range(num_chunks):
-        ctx, ctx_mask = context, mask
+        ctx, ctx_mask = (context[:, chunk], mask[:, chunk]) if context.dim() == 4 else (context, mask)
         for key in keys:
             name = f"DURATION_{min(num_chunks - chunk - 1, MAX_DURATION - 1) + 1}" if key == "DURATION" else key
             ctx, ctx_mask = prepend(table[name], ctx, ctx_mask, max_length)
