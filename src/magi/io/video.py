@@ -159,7 +159,8 @@ def stream_video(path: str | os.PathLike, batches: Iterable[np.ndarray], fps: fl
                  on_batch: Callable[[int], None] | None = None) -> int:
     """Write batches of (n, H, W, 3) uint8 frames (one per generated chunk) as a fragmented MP4 that grows as
     they come: ``partial_path(path)`` is playable after every batch (each starts with a keyframe; each frame
-    is its own fragment, flushed at once), and is renamed to ``path`` only when the last batch is in. If the
+    is its own fragment, flushed at once); when the last batch is in, it is remuxed (not re-encoded) into a
+    plain MP4 at ``path``, whose duration every player knows. If the
     batches raise, the frames written so far stay playable at the partial name (removed if there are none).
     ``on_batch(frames written)`` is called after each batch. Returns the frame count."""
     from fractions import Fraction
@@ -198,8 +199,24 @@ def stream_video(path: str | os.PathLike, batches: Iterable[np.ndarray], fps: fl
     if stream is None:
         partial.unlink(missing_ok=True)
         raise InputError("no frames to write")
-    os.replace(partial, path)
+    with atomic_path(path) as tmp:  # the finished video as a plain MP4 (index first): players know its duration
+        remux(partial, tmp)
+    partial.unlink()
     return count
+
+
+def remux(source: Path, target: Path) -> None:
+    """Copy the video stream of ``source`` into a non-fragmented MP4 at ``target`` (no re-encoding)."""
+    import av
+
+    with av.open(str(source)) as inp, av.open(str(target), mode="w", format="mp4",
+                                              options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is None:
+                continue
+            packet.stream = stream
+            out.mux(packet)
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float,
