@@ -119,3 +119,24 @@ def test_streamed_load_places_and_casts_each_tensor(tmp_path):
         short = DiT(get_preset("tiny").dit)
     with pytest.raises(InputError, match="missing"):
         load_streaming(short, ((name, state[name]) for name in list(state)[1:]), torch.device("cpu"), "test")
+
+
+def test_training_objectives_make_every_tensor_on_the_model_device():
+    """magi train / distill --device: the batches, noise and targets follow the model (here onto meta)."""
+    from magi.models.vae import TransformerVAE
+    from magi.training.objectives import distill_objective, dit_objective, vae_objective
+
+    cfg = get_preset("tiny")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=2, clip_chunks=2))
+    latents, context, mask = torch.randn(3, 8, 18, 8, 8), torch.randn(3, 5, 384), torch.ones(3, 5, dtype=torch.bool)
+    dit = meta_dit()
+    loss = dit_objective(latents, context, mask, cfg)(dit, 0)
+    loss.backward()
+    assert loss.device == META
+    with META:
+        vae = TransformerVAE(cfg.vae)
+    clips = torch.randint(0, 255, (3, 24, 64, 64, 3), dtype=torch.uint8)
+    assert vae_objective(clips, cfg)(vae, 0).device == META
+    student = meta_dit(step_conditioning=True)
+    for step in range(2):  # the guided teacher target, then the two-step self-consistency target
+        assert distill_objective(latents, context, mask, dit, cfg)(student, step).device == META

@@ -96,13 +96,12 @@ def run_physics_iq(args: argparse.Namespace) -> int:
 
 
 def _resolve_config(args: argparse.Namespace):
-    from magi.presets import DEFAULT_PRESET, get_preset
+    """The model as ``magi generate`` resolves it: a checkpoint, a preset, or the shipped model (its distilled
+    student when fewer steps than the teacher's are asked for and it ships)."""
+    from magi.api import resolve_model
+    from magi.presets import default_preset
 
-    if args.checkpoint:
-        from magi.io.weights import load_checkpoint_config
-
-        return load_checkpoint_config(str(args.checkpoint))  # a folder, or builtin:<name>
-    return get_preset(args.preset or DEFAULT_PRESET)
+    return resolve_model(str(args.checkpoint) if args.checkpoint else args.preset or default_preset(args.steps))
 
 
 def run_physics_iq_mini(args: argparse.Namespace) -> int:
