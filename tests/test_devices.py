@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -140,3 +141,25 @@ def test_training_objectives_make_every_tensor_on_the_model_device():
     student = meta_dit(step_conditioning=True)
     for step in range(2):  # the guided teacher target, then the two-step self-consistency target
         assert distill_objective(latents, context, mask, dit, cfg)(student, step).device == META
+
+
+def test_training_in_bfloat16_is_mixed_precision(tmp_path):
+    """--dtype bfloat16 in training: the forward runs under autocast, the weights stay float32."""
+    from magi.training.loop import train
+    from magi.training.objectives import dit_objective
+
+    cfg = get_preset("tiny")
+    cfg = dataclasses.replace(cfg, device="cpu", dtype="bfloat16", train=dataclasses.replace(
+        cfg.train, batch_size=2, clip_chunks=2, steps=2, checkpoint_every=2, sample_every=0, warmup_steps=1))
+    latents, context, mask = torch.randn(3, 8, 18, 8, 8), torch.randn(3, 5, 384), torch.ones(3, 5, dtype=torch.bool)
+    seen = []
+    objective = dit_objective(latents, context, mask, cfg)
+
+    def watched(model, step):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return objective(model, step)
+
+    torch.manual_seed(0)
+    ema, state = train(DiT(cfg.dit), watched, cfg, tmp_path, progress=False)
+    assert seen == [torch.bfloat16] * 2 and all(np.isfinite(state.losses))
+    assert all(p.dtype == torch.float32 for p in ema.parameters())

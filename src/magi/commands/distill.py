@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train config override")
     p.add_argument("--no_progress", action="store_true")
-    add_placement_flags(p, dtype=False)  # training keeps float32 weights
+    add_placement_flags(p)  # --dtype bfloat16: mixed precision, float32 weights
     p.set_defaults(func=run)
 
 
@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     train_cfg = apply_overrides(holder, overrides).train
     with data_parallelism_from_env(os.environ) as parallel:  # under torchrun: FSDP2 over all processes
         export = distill_dit(Path(args.teacher), Path(args.data), Path(args.out), train_cfg,
-                             progress=not args.no_progress, parallel=parallel, device=args.device)
+                             progress=not args.no_progress, parallel=parallel, device=args.device,
+                             dtype=args.dtype)
         if parallel.is_main:
             print(f"student exported to {export} (use: magi generate --checkpoint {export} --steps 8)")
     return 0

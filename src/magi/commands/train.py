@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         q.add_argument("--steps", type=int, help="override train.steps")
         q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
         q.add_argument("--no_progress", action="store_true")
-        add_placement_flags(q, dtype=False)  # training keeps float32 weights
+        add_placement_flags(q)  # --dtype bfloat16: mixed precision, float32 weights
         if phase == "dit":
             q.add_argument("--vae", required=True, help="run directory of the trained VAE")
             q.add_argument("--init", help="exported DiT to start a new run from (its export/ folder); it may have "

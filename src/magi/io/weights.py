@@ -114,43 +114,9 @@ SINGLE_SAFETENSORS = "model.safetensors"
 def read_sharded_safetensors(folder: str | Path) -> dict[str, Tensor]:
     """Read a Hugging-Face-style checkpoint: ``model.safetensors.index.json`` (its ``weight_map`` names the
     shard of every tensor) or a single ``model.safetensors``. Strict: every indexed tensor must be in its
-    shard and every tensor of a shard must be indexed. Safetensors only (never unpickles)."""
-    import json
-
-    from safetensors import safe_open
-
-    folder = Path(folder)
-    index_path = folder / SAFETENSORS_INDEX
-    if not index_path.is_file():
-        if (folder / SINGLE_SAFETENSORS).is_file():
-            return read_safetensors(folder / SINGLE_SAFETENSORS)
-        raise InputError(f"'{folder}' has neither {SAFETENSORS_INDEX} nor {SINGLE_SAFETENSORS}")
-    try:
-        weight_map = json.loads(index_path.read_text())["weight_map"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise InputError(f"'{index_path}' is not a safetensors index (no weight_map): {error}") from None
-    by_shard: dict[str, set[str]] = {}
-    for name, shard in weight_map.items():
-        by_shard.setdefault(shard, set()).add(name)
-    state: dict[str, Tensor] = {}
-    for shard, names in sorted(by_shard.items()):
-        path = folder / shard
-        if not path.is_file():
-            hint = " (zstd-compressed shards are not supported: decompress them first)" \
-                if path.with_name(path.name + ".zst").is_file() else ""
-            raise InputError(f"shard '{path}' named in {SAFETENSORS_INDEX} does not exist{hint}")
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                present = set(handle.keys())
-                if names - present:
-                    raise InputError(f"shard '{path}' lacks '{sorted(names - present)[0]}' listed in the index")
-                if present - names:
-                    raise InputError(f"shard '{path}' holds '{sorted(present - names)[0]}' not in the index")
-                for name in names:
-                    state[name] = handle.get_tensor(name)
-        except (SafetensorError, OSError) as error:
-            raise InputError(f"cannot read weights '{path}': {error}") from None
-    return state
+    shard and every tensor of a shard must be indexed (checked by ``LazyState.open``). Safetensors only."""
+    state = LazyState.open(folder)
+    return {name: state[name] for name in state}
 
 
 class LazyState(Mapping[str, Tensor]):
@@ -192,7 +158,9 @@ class LazyState(Mapping[str, Tensor]):
             if not path.is_file():
                 hint = " (zstd-compressed shards are not supported: decompress them first)" \
                     if path.with_name(path.name + ".zst").is_file() else ""
-                raise InputError(f"weights file '{path}' does not exist{hint}")
+                where = f"shard '{path}' named in {SAFETENSORS_INDEX}" if names is not None \
+                    else f"weights file '{path}'"
+                raise InputError(f"{where} does not exist{hint}")
             try:
                 with safe_open(str(path), framework="pt") as handle:
                     present = set(handle.keys())

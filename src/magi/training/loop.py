@@ -57,7 +57,10 @@ def train(model: nn.Module, objective: Objective, cfg: RunConfig, run_dir: Path,
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.json")
     freeze(model, tc.frozen)
-    model.to(resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    model.to(device)
+    # cfg.dtype other than float32: mixed precision (autocast); the weights and optimizer state stay float32
+    precision = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
     ema = ema_copy(model)  # before sharding: FSDP modules cannot be copied; the copy is sharded alike
     # samples come from a plain copy of the EMA weights, gathered onto the main process when sharded
     plain_ema = ema_copy(model) if on_sample is not None and parallel.shard.count > 1 and parallel.is_main else None
@@ -78,7 +81,8 @@ def train(model: nn.Module, objective: Objective, cfg: RunConfig, run_dir: Path,
     while state.step < tc.steps and (stop_after is None or steps_this_run < stop_after):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(state.step, tc)
-        loss = objective(model, state.step)
+        with torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None):
+            loss = objective(model, state.step)
         value = parallel.mean(loss)  # the global batch's loss
         if not math.isfinite(value):
             raise RuntimeError(f"loss is {value} at step {state.step}")

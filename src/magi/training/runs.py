@@ -316,7 +316,8 @@ def init_from_shallower(dit: DiT, state: dict[str, Tensor], source: str) -> None
 
 
 def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, progress: bool = True,
-                parallel: DataParallelism | None = None, device: str | None = None) -> Path:
+                parallel: DataParallelism | None = None, device: str | None = None,
+                dtype: str | None = None) -> Path:
     """Shortcut-distill the exported model in ``teacher_dir``; writes ``run_dir/export`` (student + VAE).
 
     Under data parallelism the student is sharded, the frozen teacher replicated; the main process writes."""
@@ -328,6 +329,8 @@ def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, prog
     if device:
         resolve_device(device)
         cfg = replace(cfg, device=device)
+    if dtype:
+        cfg = replace(cfg, dtype=dtype)
     teacher = DiT(teacher_cfg.dit)
     teacher_state = read_safetensors(teacher_dir / "dit.safetensors")
     load_state(teacher, teacher_state, str(teacher_dir / "dit.safetensors"))
