@@ -101,7 +101,8 @@ def _resolve_config(args: argparse.Namespace):
     from magi.api import resolve_model
     from magi.presets import default_preset
 
-    return resolve_model(str(args.checkpoint) if args.checkpoint else args.preset or default_preset(args.steps))
+    steps = getattr(args, "steps", None)
+    return resolve_model(str(args.checkpoint) if args.checkpoint else args.preset or default_preset(steps))
 
 
 def run_physics_iq_mini(args: argparse.Namespace) -> int:
