@@ -89,7 +89,7 @@ def skyreels_transformer(dit_cfg: DiTConfig, target_params: int):
     def build(ffn_dim: int, device: str = "cpu"):
         with torch.device(device):
             return diffusers.SkyReelsV2Transformer3DModel(
-                patch_size=(dit_cfg.t_patch_size, dit_cfg.patch_size, dit_cfg.patch_size),
+                patch_size=(1, dit_cfg.patch_size, dit_cfg.patch_size),
                 num_attention_heads=dit_cfg.num_heads, attention_head_dim=dit_cfg.head_dim,
                 in_channels=dit_cfg.in_channels, out_channels=dit_cfg.in_channels,
                 text_dim=dit_cfg.context_dim, ffn_dim=ffn_dim, num_layers=dit_cfg.depth,

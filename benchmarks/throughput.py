@@ -12,9 +12,8 @@ generated video (< 1 is faster than real time). Random weights: timing does not 
 pass (the sampler takes a batch): per-frame numbers are over the frames of all B videos. ``--rebuild_tables``
 adds, beside every row, the same generation with the DiT's per-shape RoPE tables and mask rebuilt in every
 forward (as before they were kept), and ``--text_every_forward`` with the text's cross-attention keys and
-values projected again in every forward (as before the sampler computed them once), and
-``--separate_uncond`` with text_and_prefix guidance's unconditional branch in a forward of its own (as before
-it was batched with the other two), and ``--no_grad`` with the sampler under ``torch.no_grad`` instead of
+values projected again in every forward (as before the sampler computed them once), and ``--no_grad``
+with the sampler under ``torch.no_grad`` instead of
 ``torch.inference_mode`` (autograd's bookkeeping kept, as before), timed alternately with it; the MFU of
 these rows counts the FLOPs of the shipped generation. ``--overhead`` adds the same generation at one token
 per latent frame (the same operations on almost no data: the time that does not shrink with the tokens, per-op
@@ -71,8 +70,6 @@ def main() -> None:
                         help="also time each generation with the shape tables rebuilt in every forward")
     parser.add_argument("--text_every_forward", action="store_true",
                         help="also time each generation with the text projected in every forward")
-    parser.add_argument("--separate_uncond", action="store_true",
-                        help="also time each guided generation with the unconditional branch in its own forward")
     parser.add_argument("--no_grad", action="store_true",
                         help="also time each generation under no_grad instead of inference_mode")
     parser.add_argument("--overhead", action="store_true",
@@ -106,10 +103,9 @@ def main() -> None:
                 overrides = [] if variant_name == "preset" else variant_name.split(",")
                 sampler = replace(apply_overrides(cfg.sampler, overrides), steps=steps, guidance=guidance)
 
-                def run(dit=dit, sampler=sampler, context=context, mask=mask, shape=shape, batch_guidance=True):
+                def run(dit=dit, sampler=sampler, context=context, mask=mask, shape=shape):
                     # (the compiled variant passes its own DiT)
-                    return generate(dit, sampler, context, mask, num_chunks=args.chunks, latent_shape=shape,
-                                    batch_guidance=batch_guidance)
+                    return generate(dit, sampler, context, mask, num_chunks=args.chunks, latent_shape=shape)
 
                 flops, by_op, latents = count_flops(run)  # also the warm-up
                 attention = by_op.get("_scaled_dot_product_flash_attention_for_cpu", 0) / flops
@@ -120,8 +116,6 @@ def main() -> None:
                     variants["text every forward"] = lambda run=run, dit=dit: projecting_text_every_forward(dit, run)
                 if args.no_grad:
                     variants["no_grad"] = lambda run=run: under_no_grad(run)
-                if args.separate_uncond and guidance == "text_and_prefix":
-                    variants["unconditional apart"] = lambda run=run: run(batch_guidance=False)
                 if args.overhead:
                     p = cfg.dit.patch_size
                     variants[FLOOR] = lambda run=run, c=shape[0], p=p: run(shape=(c, p, p))

@@ -121,29 +121,6 @@ def test_console_script_and_run_sh_flags(inputs):
     assert proc.returncode == 2 and proc.stderr.strip() == "magi generate: error: --mode i2v needs --image_path"
 
 
-def test_reencode_context_sends_each_generated_chunk_through_the_vae(monkeypatch):
-    from magi.sampling.pipeline import Request, build_pipeline, generate_frames
-
-    cfg = get_preset("tiny")
-    cfg = replace(cfg, text=replace(cfg.text, kind="hash"),
-                  sampler=replace(cfg.sampler, steps=4, reencode_context=True))
-    pipe = build_pipeline(cfg)
-    encoded = []  # (frames, largest |pixel|) of each encode
-    encode = pipe.vae.encode
-
-    def recording_encode(video):
-        encoded.append((video.shape[2], video.abs().max()))
-        return encode(video)
-
-    monkeypatch.setattr(pipe.vae, "encode", recording_encode)
-    request = Request(mode="v2v", prompt="a ball", prefix_video=clip(cfg.frames_per_chunk),
-                      num_frames=2 * cfg.frames_per_chunk, include_prefix=False)
-    frames = np.concatenate(list(generate_frames(pipe, request)))
-    assert frames.shape[0] == 2 * cfg.frames_per_chunk
-    assert len(encoded) == 1 + 2  # the prefix, then each generated chunk once
-    assert all(n == cfg.frames_per_chunk and peak <= 1.0 for n, peak in encoded[1:])  # decoded, clipped
-
-
 def test_reference_layout_checkpoint_without_config_names_the_fix(inputs, capsys):
     folder = inputs / "reference"
     folder.mkdir()

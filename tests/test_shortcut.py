@@ -8,7 +8,7 @@ from magi.flow.schedule import time_grid
 from magi.flow.shortcut import grid_steps, two_step_target
 from magi.models.dit import DiT
 from magi.sampling.sampler import generate
-from magi.training.runs import init_from_shallower, init_student_from_teacher
+from magi.training.runs import init_student_from_teacher
 
 
 @pytest.mark.parametrize("steps", [8, 16, 32, 64])
@@ -69,24 +69,3 @@ def test_student_rejects_a_teacher_with_other_keys(dit_cfg):
         init_student_from_teacher(student, state, "teacher")
 
 
-@pytest.mark.parametrize("depth", [2, 4, 6])
-def test_grown_dit_starts_as_the_shallower_one(dit_cfg, depth):
-    small = randomize_(DiT(dit_cfg), std=0.05).eval()
-    grown = DiT(replace(dit_cfg, depth=depth)).eval()
-    init_from_shallower(grown, small.state_dict(), "small")
-    x, t, ctx = torch.randn(1, 4, 4, 8, 8), torch.rand(1, 4), torch.randn(1, 3, 24)
-    with torch.no_grad():
-        torch.testing.assert_close(grown(x, t, ctx), small(x, t, ctx))
-        if depth > dit_cfg.depth:  # the new blocks are live: once trained they change the output
-            grown.blocks[1].ffn_post_norm.weight.fill_(1.0)
-            assert not torch.allclose(grown(x, t, ctx), small(x, t, ctx))
-
-
-def test_grow_rejects_a_depth_that_is_not_a_multiple_or_other_shapes(dit_cfg):
-    from magi.errors import InputError
-
-    small = DiT(dit_cfg).state_dict()
-    with pytest.raises(InputError, match="whole multiple"):
-        init_from_shallower(DiT(replace(dit_cfg, depth=3)), small, "small")
-    with pytest.raises(InputError, match="wrong shape"):
-        init_from_shallower(DiT(replace(dit_cfg, depth=4, ffn_dim=128)), small, "small")

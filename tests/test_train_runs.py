@@ -87,21 +87,22 @@ def test_train_vae_then_dit_then_generate(tmp_path, tiny_recipes):
     assert cache.stat().st_mtime_ns == stamp
     assert (tmp_path / "dit" / "loss.csv").read_text().count("\n") == 1 + 5
 
-    # a twice as deep model grown from the export (--init): after a step of lr 1e-12 it still is the export;
-    # this run also weights the loss where something moves, from the motion cells stored with the latents
-    assert main(["train", "dit", "--out", str(tmp_path / "grown"), "--vae", str(tmp_path / "vae"), "--init",
-                 str(export), "--steps", "1", "--set", "dit.depth=4", "--set", "train.lr=1e-12", "--set",
-                 "train.motion_weight=4", *common]) == 0
-    motion = read_safetensors(tmp_path / "grown" / "latents.safetensors")["motion"]
+    # a warm start from the export (--init, the same architecture): after a step of lr 1e-12 it still is the
+    # export; this run also weights the loss where something moves, from the motion cells stored with the latents
+    assert main(["train", "dit", "--out", str(tmp_path / "warm"), "--vae", str(tmp_path / "vae"), "--init",
+                 str(export), "--steps", "1", "--set", "train.lr=1e-12", "--set", "train.motion_weight=4",
+                 *common]) == 0
+    motion = read_safetensors(tmp_path / "warm" / "latents.safetensors")["motion"]
     assert motion.shape == (6, 1, 12, 8, 8) and 0 < motion.float().mean() < 0.5  # the squares' cells only
-    grown_cfg = RunConfig.load(tmp_path / "grown" / "export" / "config.json")
-    assert grown_cfg.dit.depth == 4
-    small, grown = DiT(RunConfig.load(export / "config.json").dit), DiT(grown_cfg.dit)
-    load_weights(small, export / "dit.safetensors")
-    load_weights(grown, tmp_path / "grown" / "export" / "dit.safetensors")
+    warm_cfg = RunConfig.load(tmp_path / "warm" / "export" / "config.json")
+    start, warm = DiT(RunConfig.load(export / "config.json").dit), DiT(warm_cfg.dit)
+    load_weights(start, export / "dit.safetensors")
+    load_weights(warm, tmp_path / "warm" / "export" / "dit.safetensors")
     x, t, ctx = torch.randn(1, 8, 12, 8, 8), torch.rand(1, 12), torch.randn(1, 5, 384)
     with torch.no_grad():
-        torch.testing.assert_close(grown(x, t, ctx), small(x, t, ctx))
+        torch.testing.assert_close(warm(x, t, ctx), start(x, t, ctx))
+    assert main(["train", "dit", "--out", str(tmp_path / "deeper"), "--vae", str(tmp_path / "vae"), "--init",
+                 str(export), "--steps", "1", "--set", "dit.depth=4", *common]) == 2  # not the same architecture
 
     # shortcut distillation of the exported model, then 8-step generation with the student
     assert main(["distill", "--teacher", str(export), "--data", str(data), "--out", str(tmp_path / "student"),

@@ -59,8 +59,7 @@ class DiTConfig:
     """Diffusion transformer over latent chunks (MAGI-1 model_config)."""
 
     in_channels: int = 16
-    patch_size: int = 2
-    t_patch_size: int = 1
+    patch_size: int = 2  # spatial; a token is one latent frame in time (MAGI-1's t_patch_size 1)
     dim: int = 256
     depth: int = 4
     num_heads: int = 4
@@ -94,7 +93,6 @@ class DiTConfig:
         _require(self.num_heads % self.num_kv_heads == 0,
                  f"dit.num_heads={self.num_heads} not divisible by num_kv_heads={self.num_kv_heads}")
         _require(self.head_dim % 8 == 0, f"dit.head_dim={self.head_dim} must be divisible by 8 (3-D RoPE)")
-        _require(self.t_patch_size == 1, "dit.t_patch_size must be 1 (chunks are whole latent frames)")
         _require(not self.half_channel_vae or self.in_channels % 2 == 0, "dit.half_channel_vae needs even in_channels")
         _require(self.adaln_text in ("pooled", "null_token"), f"dit.adaln_text={self.adaln_text!r} is not "
                  "pooled|null_token")
@@ -154,13 +152,6 @@ class SamplerConfig:
     text_scales: tuple[float, ...] = (7.5, 7.5, 7.5, 0.0, 0.0)
     prefix_scales: tuple[float, ...] = (1.5, 1.5, 1.5, 1.0, 1.0)
     solver: Literal["euler", "shortcut"] = "euler"
-    # Noise on the clean context chunks (generated or prefix) as they enter the context: they are seen at
-    # t = 1 - context_noise, for a model trained with train.context_noise; 0 = exact (t = 1)
-    context_noise: float = 0.0
-    # Each generated chunk enters the context as the VAE sees it: decoded to pixels, clipped to [-1, 1] and
-    # encoded again, so the DiT continues from latents like the encoded videos it was trained on (done by
-    # the pipeline, which has the VAE: magi.sampling.pipeline.reencode)
-    reencode_context: bool = False
     # MAGI-1 special tokens (magi.sampling.special_tokens): put in front of each chunk's caption, and of the
     # null text of the unconditional branches; the published run scripts use ("HQ", "DURATION") and none
     special_tokens: tuple[str, ...] = ()
@@ -188,7 +179,6 @@ class SamplerConfig:
         _require(list(self.cfg_t_range) == sorted(self.cfg_t_range), "sampler.cfg_t_range must be ascending")
         _require(self.shift > 0, f"sampler.shift={self.shift} must be positive")
         _require(self.context_chunks >= 1, "sampler.context_chunks must be >= 1")
-        _require(0 <= self.context_noise < 1, "sampler.context_noise must be in [0, 1)")
         _require(self.guidance in ("none", "text", "text_and_prefix"), f"bad sampler.guidance {self.guidance!r}")
         _require(self.solver in ("euler", "shortcut"), f"bad sampler.solver {self.solver!r}")
         for key in (*self.special_tokens, *self.negative_special_tokens):
@@ -203,9 +193,8 @@ class SamplerConfig:
                      f"sampler.steps={self.steps} divisible by their number")
             _require(self.clean_chunk_kvrange >= 1, "sampler.clean_chunk_kvrange must be >= 1")
             _require(0 < self.clean_t <= 1, f"sampler.clean_t={self.clean_t} must be in (0, 1]")
-            _require(self.solver == "euler" and self.context_noise == 0 and not self.reencode_context,
-                     "sampler.procedure=magi1 integrates with euler, exact context (solver, context_noise, "
-                     "reencode_context are native options)")
+            _require(self.solver == "euler", "sampler.procedure=magi1 integrates with euler (solver=shortcut is "
+                     "the native distilled sampler's)")
             _require(self.distilled or self.guidance == "text_and_prefix",
                      "sampler.procedure=magi1 guides with text_and_prefix (or is distilled)")
             _require(self.shortcut_mode in ("8,16,16", "16,16,8"),
@@ -270,9 +259,6 @@ class TrainConfig:
     # Extra loss weight where something moves (1 + motion_weight there, 1 elsewhere; DiT: latent cells, VAE:
     # pixels): a plain mean counts every position alike, though the objects are a few percent of a frame
     motion_weight: float = 0.0
-    # Context noise: each sample's clean frames are noised to one level drawn from [1 - context_noise, 1] and
-    # the model is told it (flow.matching.noised_context_times); at 0 the clean frames are exact (t = 1)
-    context_noise: float = 0.0
     # Parameter-name prefixes that stay as they are (e.g. ("encoder",): a VAE decoder fine-tune that keeps the
     # latents, and so every DiT trained on them, unchanged)
     frozen: tuple[str, ...] = ()
@@ -287,7 +273,6 @@ class TrainConfig:
         _require(self.clip_chunks >= 1, "train.clip_chunks must be >= 1")
         _require(self.motion_weight >= 0, "train.motion_weight must be >= 0")
         _require(self.latent_noise >= 0, "train.latent_noise must be >= 0")
-        _require(0 <= self.context_noise < 1, "train.context_noise must be in [0, 1)")
 
 
 CompileScope = Literal["none", "dit", "blocks"]  # RunConfig.compile: nothing, the whole DiT, or each block

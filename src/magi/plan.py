@@ -104,7 +104,7 @@ def plan(cfg: RunConfig, devices: int) -> MemoryPlan:
         cache_rows, cached_chunks = rows if s.guidance != "text_and_prefix" else 2, s.context_chunks
     h = cfg.video.height // cfg.vae.patch_hw // d.patch_size
     w = cfg.video.width // cfg.vae.patch_hw // d.patch_size
-    tpc = d.chunk_frames // d.t_patch_size * h * w
+    tpc = d.chunk_frames * h * w
     chunks = s.window_size + 1  # in flight, and the clean chunk fed to the cache
     tokens = -(-rows * chunks * tpc // devices)  # token rows of the largest forward, this device's share
     q_dim, kv_dim = d.num_heads * d.head_dim, d.num_kv_heads * d.head_dim

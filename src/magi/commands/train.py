@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         add_placement_flags(q)  # --dtype bfloat16: mixed precision, float32 weights
         if phase == "dit":
             q.add_argument("--vae", required=True, help="run directory of the trained VAE")
-            q.add_argument("--init", help="exported DiT to start a new run from (its export/ folder); it may have "
-                                          "depth / k blocks: the model grows by identity blocks")
+            q.add_argument("--init", help="exported DiT (its export/ folder, the same architecture) to start a new "
+                                          "run from")
         else:
             q.add_argument("--init", help="exported VAE to fine-tune in a new run (an export/ folder); its "
                                           "config and latent scale are kept")

@@ -55,33 +55,18 @@ def autoregressive_times(batch: int, num_chunks: int, chunk_frames: int, *, logi
     return torch.where(frames[None] < prefix[:, None], torch.ones_like(t), t)
 
 
-def noised_context_times(t: Tensor, max_noise: float, generator: torch.Generator) -> Tensor:
-    """Context noise (MAGI-1's clean_t, generalised): each sample's clean frames (t = 1) get one level
-    1 - u * max_noise, u ~ U(0, 1), the rest keep theirs; t: (B, T) -> (B, T).
-
-    At inference the clean context is the model's own output, never exact; trained on slightly noised
-    context the model learns not to copy its errors forward (the sampler's ``context_noise`` noises it alike).
-    """
-    level = 1.0 - max_noise * torch.rand(t.shape[0], 1, generator=generator)  # (B, 1)
-    return torch.where(t == 1, level.to(t), t)
-
-
 def flow_loss(velocity_model: Callable[[Tensor, Tensor], Tensor], data: Tensor, t: Tensor,
-              generator: torch.Generator, rows: slice = slice(None), weight: Tensor | None = None,
-              model_t: Tensor | None = None) -> Tensor:
+              generator: torch.Generator, rows: slice = slice(None), weight: Tensor | None = None) -> Tensor:
     """Mean squared velocity error over the frames that are not clean (t < 1).
 
     ``velocity_model(x_t, t)`` closes over the conditioning of ``rows``; data: (B, C, T, H, W); t: (B, T);
-    ``weight``: optional (B, 1, T, H, W) per-position weights of the squared error. ``model_t`` (B, T):
-    the noise levels the model sees, if not ``t`` (context noise: clean frames slightly noised, still
-    outside the loss because ``t`` says they are clean).
+    ``weight``: optional (B, 1, T, H, W) per-position weights of the squared error.
     Under data parallelism each rank passes its ``rows`` of the same global batch: the noise is drawn for
     the whole batch, and the result is this rank's share, scaled so that the mean over ranks is the loss.
     """
     noise = torch.randn(data.shape, generator=generator).to(data)
-    seen = t if model_t is None else model_t
-    path = interpolate(data[rows], noise[rows], seen[rows])
-    return noisy_frame_mse(velocity_model(path.x_t, seen[rows]), path.velocity, t, rows,
+    path = interpolate(data[rows], noise[rows], t[rows])
+    return noisy_frame_mse(velocity_model(path.x_t, t[rows]), path.velocity, t, rows,
                            None if weight is None else weight[rows])
 
 

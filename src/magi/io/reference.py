@@ -103,7 +103,7 @@ def reference_manifest(cfg: DiTConfig, quantized: bool = False) -> dict[str, tup
     hd, q_dim, kv_dim = cfg.head_dim, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
     fc1 = cfg.ffn_dim * (2 if cfg.gated_ffn else 1)
     shapes: dict[str, tuple[int, ...]] = {
-        "x_embedder.weight": (D, C, cfg.t_patch_size, p, p),
+        "x_embedder.weight": (D, C, 1, p, p),  # t_patch_size 1
         "t_embedder.mlp.0.weight": (cond, TIME_FREQ_DIM), "t_embedder.mlp.0.bias": (cond,),
         "t_embedder.mlp.2.weight": (cond, cond), "t_embedder.mlp.2.bias": (cond,),
         "y_embedder.y_proj_xattn.0.weight": (D, Dc), "y_embedder.y_proj_xattn.0.bias": (D,),
@@ -136,7 +136,7 @@ def reference_manifest(cfg: DiTConfig, quantized: bool = False) -> dict[str, tup
         for norm in ("self_attn_post_norm", "mlp.layer_norm", "mlp_post_norm"):
             shapes |= {f"{L}{norm}.weight": (D,), f"{L}{norm}.bias": (D,)}
     shapes |= {"videodit_blocks.final_layernorm.weight": (D,), "videodit_blocks.final_layernorm.bias": (D,),
-               "final_linear.linear.weight": (p * p * cfg.t_patch_size * C, D)}
+               "final_linear.linear.weight": (p * p * C, D)}
     return shapes
 
 

@@ -303,12 +303,6 @@ def encode_conditioning(pipe: Pipeline, frames: np.ndarray) -> Tensor:
     return pipe.vae.encode(video)
 
 
-def reencode(pipe: Pipeline, latents: Tensor) -> Tensor:
-    """Latents as the VAE would encode their decoded video: decode, clip to [-1, 1], encode."""
-    video = pipe.vae.decode(latents.float().to(module_device(pipe.vae))).clamp(-1.0, 1.0)
-    return pipe.vae.encode(video).to(latents)
-
-
 @torch.inference_mode()
 def generate_frames(pipe: Pipeline, request: Request,
                     progress: Callable[[int, int], None] | None = None) -> Iterator[np.ndarray]:
@@ -371,8 +365,7 @@ def generate_batch(pipe: Pipeline, requests: Sequence[Request],
         return
     chunks = iter_generate(pipe.dit, sampler, context, mask, num_chunks=num_chunks, latent_shape=latent_shape,
                            prefix=prefix, seed=seeds, use_kv_cache=first.use_kv_cache, progress=report,
-                           negative=negative,
-                           reencode=(lambda z: reencode(pipe, z)) if sampler.reencode_context else None)
+                           negative=negative)
     if first.include_prefix and prefix is not None:
         yield conditions
     skip, remaining = opening * stride, first.num_frames

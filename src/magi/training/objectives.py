@@ -18,7 +18,7 @@ from torch import Tensor
 
 from magi.config import RunConfig
 from magi.devices import module_device
-from magi.flow.matching import autoregressive_times, flow_loss, interpolate, noised_context_times, noisy_frame_mse
+from magi.flow.matching import autoregressive_times, flow_loss, interpolate, noisy_frame_mse
 from magi.flow.shortcut import broadcast, grid_steps, two_step_target
 from magi.parallel.data import BatchShard
 from magi.sampling.guidance import piecewise_scale, text_guidance
@@ -101,8 +101,7 @@ def motion_cells(frames: Tensor, patch_t: int, patch_hw: int) -> Tensor:
 class DiTBatch:
     """One training window: data (B, C, K*F, h, w), caption context (B, L, Dc) and mask (B, L), ``drop``
     (B,) rows whose caption is dropped (the model swaps in its null text), AR noise levels t (B, K*F) (1 =
-    clean, outside the loss), the loss weights (B, 1, K*F, h, w) or None for a plain mean, and the noise
-    levels the model sees (B, K*F), or None when they are t (no context noise)."""
+    clean, outside the loss), and the loss weights (B, 1, K*F, h, w) or None for a plain mean."""
 
     data: Tensor
     context: Tensor
@@ -110,7 +109,6 @@ class DiTBatch:
     drop: Tensor
     t: Tensor
     weight: Tensor | None
-    model_t: Tensor | None = None
 
     def to(self, device: torch.device) -> DiTBatch:
         """The batch on the model's device."""
@@ -152,10 +150,7 @@ def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: 
         if tc.motion_weight > 0:
             moving = torch.stack([motion[i, :, s:s + frames] for i, s in zip(index, start)])  # (B, 1, K*F, h, w)
             weight = 1.0 + tc.motion_weight * moving.float()
-        model_t = None  # drawn last: runs without context noise keep their random streams
-        if tc.context_noise > 0:
-            model_t = noised_context_times(t, tc.context_noise, g)
-        return DiTBatch(data, context, mask, drop, t, weight, model_t).to(module_device(dit))
+        return DiTBatch(data, context, mask, drop, t, weight).to(module_device(dit))
 
     return sample
 
@@ -172,7 +167,7 @@ def dit_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg:
         b = batches(dit, g, cfg.train.caption_dropout)
         rows = shard.rows(cfg.train.batch_size)
         return flow_loss(lambda x, tt: dit(x, tt, b.context[rows], b.mask[rows], drop_context=b.drop[rows]),
-                         b.data, b.t, g, rows, b.weight, b.model_t)
+                         b.data, b.t, g, rows, b.weight)
 
     return objective
 
@@ -199,7 +194,7 @@ def distill_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, 
         n = tc.shortcut_steps[step % len(tc.shortcut_steps)]
         t_all, d1, d2 = grid_steps(t, n, sampler.shift)  # (B, T) each
         # context noise: the clean frames are seen at their own levels, off the grid, and take no step
-        t_seen = t_all if b.model_t is None else torch.where(t == 1, b.model_t, t_all)
+        t_seen = t_all
         noise = torch.randn(data.shape, generator=g).to(data)  # the global batch's draw, then this rank's rows
         rows = shard.rows(tc.batch_size)
         x = interpolate(data, noise, t_seen).x_t[rows]

@@ -221,9 +221,8 @@ def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progr
               parallel: DataParallelism | None = None, init: Path | None = None) -> None:
     """Train the DiT on latents of ``data``/train encoded by the exported VAE of ``vae_run``; export all.
 
-    ``init``: an exported DiT (``export/`` of a run) to start from when the run has no checkpoint yet; it may
-    be shallower than ``cfg.dit`` (see ``init_from_shallower``). Under data parallelism the main process
-    alone samples and writes."""
+    ``init``: an exported DiT (``export/`` of a run, the same architecture) to start from when the run has no
+    checkpoint yet. Under data parallelism the main process alone samples and writes."""
     parallel = parallel or SingleProcess()
     vae_export = vae_run / "export"
     if not (vae_export / "vae.safetensors").is_file():
@@ -241,7 +240,7 @@ def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progr
     objective = dit_objective(cache.latents, contexts, masks, cfg, cache.stills, parallel.shard, cache.motion)
     dit = DiT(cfg.dit)
     if init is not None and find_checkpoint(run_dir) is None:
-        init_from_shallower(dit, read_safetensors(init / "dit.safetensors"), str(init / "dit.safetensors"))
+        load_weights(dit, init / "dit.safetensors")  # a warm start: the same architecture, strictly
     train(dit, objective, cfg, run_dir, on_sample=on_sample, progress=progress, parallel=parallel)
     if parallel.is_main:
         export_dit(run_dir)
@@ -286,33 +285,6 @@ def init_student_from_teacher(student: DiT, teacher_state: dict[str, Tensor], so
     new = {k for k in expected if k.startswith("step_embed.")}
     check_state_dict(student, {**teacher_state, **{k: student.state_dict()[k] for k in new}}, source)
     student.load_state_dict({**student.state_dict(), **teacher_state}, strict=True)
-
-
-def init_from_shallower(dit: DiT, state: dict[str, Tensor], source: str) -> None:
-    """Load ``state`` (a DiT of the same config but ``depth / k`` blocks, k >= 1 whole) into ``dit``.
-
-    Block i of the checkpoint becomes block i * k; the k - 1 blocks after it keep their fresh initialisation,
-    whose zero post-norm gains make them identity blocks, so the deeper model starts as exactly the
-    shallower one and training adds capacity from there (progressive growing). Every checkpoint key must
-    land on a model key of the same shape, and every other model key must belong to a new block.
-    """
-    old_depth = 1 + max((int(k.split(".")[1]) for k in state if k.startswith("blocks.")), default=-1)
-    if old_depth == 0 or dit.cfg.depth % old_depth:
-        raise InputError(f"checkpoint '{source}' has {old_depth} blocks; dit.depth={dit.cfg.depth} must be a "
-                         "whole multiple of it")
-    stride = dit.cfg.depth // old_depth
-
-    def moved(key: str) -> str:
-        if not key.startswith("blocks."):
-            return key
-        _, index, rest = key.split(".", 2)
-        return f"blocks.{int(index) * stride}.{rest}"
-
-    grown = {moved(k): v for k, v in state.items()}
-    fresh = dit.state_dict()
-    new_blocks = {k: v for k, v in fresh.items() if k.startswith("blocks.") and int(k.split(".")[1]) % stride}
-    check_state_dict(dit, {**grown, **new_blocks}, source)
-    dit.load_state_dict({**new_blocks, **grown}, strict=True)
 
 
 def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, progress: bool = True,
