@@ -2,7 +2,7 @@
 run, with the peak host memory against the plan.
 
     python benchmarks/real_size.py [--preset magi-4.5b] [--dir /tmp/magi-random] [--size 64] [--steps 4]
-        [--shard-gib 2] [--device cpu] [--chunks 1]
+        [--shard-gib 2] [--device cpu] [--chunks 1] [--set dit.depth=2 ...]
 
 1. Writes (once) random bf16 weights with the published key names, shapes and sharding
    (``model-0000N-of-0000M.safetensors`` + ``model.safetensors.index.json``), shard by shard.
@@ -36,9 +36,10 @@ import torch
 GIB = 2**30
 
 
-def write_random_checkpoint(preset: str, folder: Path, shard_bytes: int) -> None:
+def write_random_checkpoint(preset: str, folder: Path, shard_bytes: int, overrides: list[str]) -> None:
     from safetensors.torch import save_file
 
+    from magi.config import apply_overrides
     from magi.io.reference import reference_manifest
     from magi.io.weights import SAFETENSORS_INDEX
     from magi.presets import get_preset
@@ -46,7 +47,7 @@ def write_random_checkpoint(preset: str, folder: Path, shard_bytes: int) -> None
     if (folder / SAFETENSORS_INDEX).is_file():
         return
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = reference_manifest(get_preset(preset).dit)
+    manifest = reference_manifest(apply_overrides(get_preset(preset), overrides).dit)
     generator = torch.Generator().manual_seed(0)
     sizes = [0]
     names: list[list[str]] = [[]]
@@ -73,7 +74,7 @@ def write_random_checkpoint(preset: str, folder: Path, shard_bytes: int) -> None
     (folder / SAFETENSORS_INDEX).write_text(json.dumps(index_json, indent=1))
 
 
-def child(preset: str, folder: Path, size: int, steps: int, device: str, chunks: int) -> None:
+def child(preset: str, folder: Path, size: int, steps: int, device: str, chunks: int, overrides: list[str]) -> None:
     """Load and run in this process; print one JSON line of measurements."""
     sys.path.insert(0, str(Path(__file__).parent))
     from measure import _rss, peak_rss_growth
@@ -84,7 +85,7 @@ def child(preset: str, folder: Path, size: int, steps: int, device: str, chunks:
     from magi.sampling.pipeline import load_dit
 
     cfg = apply_overrides(get_preset(preset), [f"video.height={size}", f"video.width={size}", f"device={device}",
-                                               f"sampler.steps={steps}", "sampler.special_tokens="])
+                                               f"sampler.steps={steps}", "sampler.special_tokens=", *overrides])
     cfg = dataclasses.replace(cfg, weights=str(folder))
     holder = {}
 
@@ -124,25 +125,28 @@ def main() -> None:
     parser.add_argument("--shard-gib", type=float, default=2.0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--chunks", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override (e.g. a smaller dit.depth for a smoke run)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = args.dir / args.preset
     if args.child:
-        child(args.preset, folder, args.size, args.steps, args.device, args.chunks)
+        child(args.preset, folder, args.size, args.steps, args.device, args.chunks, args.set)
         return
 
     from magi.config import apply_overrides
     from magi.plan import plan
     from magi.presets import get_preset
 
-    write_random_checkpoint(args.preset, folder, int(args.shard_gib * GIB))
+    write_random_checkpoint(args.preset, folder, int(args.shard_gib * GIB), args.set)
     largest = max(p.stat().st_size for p in folder.glob("model-*.safetensors"))
     out = subprocess.run([sys.executable, __file__, "--child", "--preset", args.preset, "--dir", str(args.dir),
                           "--size", str(args.size), "--steps", str(args.steps), "--device", args.device,
-                          "--chunks", str(args.chunks)],
+                          "--chunks", str(args.chunks), *(f"--set={item}" for item in args.set)],
                          capture_output=True, text=True, check=True).stdout
     m = json.loads(out.strip().splitlines()[-1])
-    cfg = apply_overrides(get_preset(args.preset), [f"video.height={args.size}", f"video.width={args.size}"])
+    cfg = apply_overrides(get_preset(args.preset), [f"video.height={args.size}", f"video.width={args.size}",
+                                                    *args.set])
     planned_plan = plan(cfg, 1)
     planned = next(v for k, v in planned_plan.device.items() if k.startswith("DiT weights"))
     planned_dit = planned_plan.device_bytes - next(v for k, v in planned_plan.device.items() if k.startswith("VAE"))

@@ -45,9 +45,9 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for chunks in (int(n) for n in args.chunks.split(",")):
         first, total, frames = min((run(magi, chunks) for _ in range(args.repeats)), key=lambda r: r[1])
-        after = (frames - magi.frames_per_chunk) / max(total - first, 1e-9)
-        print(f"| {chunks} | {frames} | {first:.2f} | {total:.2f} | {first / total:.2f} | {after:.0f} | "
-              f"{magi.fps / after:.3f} |", flush=True)
+        after = (frames - magi.frames_per_chunk) / max(total - first, 1e-9)  # 0 for a one-chunk video
+        rate = f"{after:.0f} | {magi.fps / after:.3f}" if after else "- | -"
+        print(f"| {chunks} | {frames} | {first:.2f} | {total:.2f} | {first / total:.2f} | {rate} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from magi.compilation import compile_dit
 from magi.models.dit import DiT
 from magi.sampling.sampler import Prefix, generate
 
+pytestmark = pytest.mark.slow  # torch.compile: run by .ci/run; `pytest -m 'not slow'` skips it
+
 
 def counting_backend(graphs: list, calls: list):
     """A torch.compile backend that records every graph dynamo captures, and every call of one, and runs the

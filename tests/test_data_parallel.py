@@ -19,6 +19,8 @@ from magi.parallel.data import BatchShard, FullyShardedDataParallel
 from magi.training.loop import train
 from magi.training.objectives import distill_objective, dit_objective, vae_objective
 
+pytestmark = pytest.mark.slow  # FSDP over gloo processes: run by .ci/run; `pytest -m 'not slow'` skips it
+
 CFG = RunConfig(
     name="unit",
     vae=VAEConfig(latent_channels=4, dim=32, num_heads=2, encoder_depth=1, decoder_depth=1),

@@ -16,6 +16,8 @@ from magi.models.dit import DiT
 from magi.models.vae import TransformerVAE
 from magi.sampling.sampler import generate
 
+pytestmark = pytest.mark.slow  # torchrun / gloo processes: run by .ci/run; `pytest -m 'not slow'` skips it
+
 CFG = DiTConfig(in_channels=4, dim=64, depth=3, num_heads=4, num_kv_heads=2, head_dim=16, ffn_dim=96,
                 context_dim=24, context_max_length=8, chunk_frames=2)
 SAMPLER = SamplerConfig(steps=4, window_size=2, context_chunks=2, guidance="text_and_prefix")  # all 3 branches

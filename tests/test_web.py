@@ -124,9 +124,11 @@ def test_the_queue_is_bounded(tmp_path):
 
     from magi.serve import QueueFull, Studio
 
+    from types import SimpleNamespace
+
     class Slow:  # a model stand-in whose jobs wait until released
         frames_per_chunk, fps = 24, 8
-        cfg = None
+        cfg = SimpleNamespace(sampler=SimpleNamespace(procedure="native"))
         release = threading.Event()
 
         def context_frames(self):
@@ -141,9 +143,10 @@ def test_the_queue_is_bounded(tmp_path):
 
     studio = Studio(Slow(), tmp_path, max_queue=2)
     first = studio.submit({"prompt": "x"})
-    wait(lambda: first.state != "queued", 5, "the first job to start")
+    wait(lambda: first.state == "running", 5, "the first job to start")
     for _ in range(2):  # two more wait in the queue
         studio.submit({"prompt": "x"})
     with pytest.raises(QueueFull):
         studio.submit({"prompt": "x"})
+    assert first.state == "running"  # still blocked: the queue was full while it ran
     Slow.release.set()
