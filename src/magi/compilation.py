@@ -1,18 +1,17 @@
 """``torch.compile`` of the DiT, applied from outside: the whole network, or one transformer block at a time.
 
 Eager PyTorch runs every operator on its own: each RMSNorm, gate, SwiGLU product and RoPE rotation reads and
-writes its whole tensor, and every call pays the operator's dispatch. At the sizes of the shipped model (96
-tokens per forward) that is about half of a generation's time on a CPU (docs/benchmarks.md). Inductor fuses
-those operators into a few generated kernels around the matmuls and attention.
+writes its whole tensor, and every call pays the operator's dispatch: at the sizes of the shipped model a
+large share of a generation's time (measured in docs/benchmarks.md). Inductor fuses those operators into a
+few generated kernels around the matmuls and attention.
 
 Two scopes (``RunConfig.compile``):
 
 * ``"dit"``: the whole forward, one graph per input shape. The most fusion and the least Python between
-  kernels (physics-64 on a 2-core CPU: 1.4x faster than eager), but every shape compiles the whole network.
+  kernels, but every shape compiles the whole network.
 * ``"blocks"`` (regional compilation): each block on its own. The blocks share their code and shapes, so they
   run the same graph, and a new shape compiles one block's graph for all of them: a fraction of the compile
-  time, what a 48-block model wants; the embeddings and the loop around the blocks stay eager (physics-64:
-  1.2-1.3x).
+  time, what a 48-block model wants; the embeddings and the loop around the blocks stay eager.
 
 Shapes are static: a generation meets a handful of them (one per number of cached and in-flight chunks and
 of guidance rows), each compiled once per process (inductor also caches them on disk, so later processes

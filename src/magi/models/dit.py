@@ -61,10 +61,8 @@ class TextKV:
 
     They depend only on the text, which stays the same over a whole generation: ``DiT.text_kv`` computes
     them once and every forward can take them (``forward(..., text_kv=...)``) instead of projecting the
-    text again in every block (8-13% less generation time for physics-64 at one chunk in flight, where
-    there is one text token for every 6 video tokens; docs/benchmarks.md), and without asking in every
-    forward whether the text is padded (a check that waits for its result, and a graph break under
-    ``torch.compile``).
+    text again in every block, and without asking in every forward whether the text is padded (a check
+    that waits for its result, and a graph break under ``torch.compile``).
     """
 
     layers: tuple[tuple[Tensor, Tensor], ...]
@@ -301,12 +299,11 @@ class DiT(nn.Module):
                   dtype: torch.dtype) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
         """RoPE tables of ``frames`` latent frames of h x w tokens, cos and sin (Nc + N, R), and the
         block-causal mask of the last ``query_frames`` against all of them, (N, Nc + N) additive
-        (0 or -inf, in ``dtype``: SDPA's CPU kernel took 3-15% less time per call with it than with a bool
-        mask at the tiny and physics-64 sizes) or None.
+        (0 or -inf, in ``dtype``) or None; only an input that ends inside a chunk needs the mask (whole chunks
+        attend per chunk over key ranges).
 
         What depends only on the shape is kept per shape (a few dozen shapes while sampling: one per
-        number of cached and in-flight chunks) instead of being rebuilt in every forward (about 1.3 ms per
-        forward on the tiny preset; keeping them took 6-14% off its generation time, docs/benchmarks.md).
+        number of cached and in-flight chunks) instead of being rebuilt in every forward.
         A compiled forward builds them in its graph instead, where its shapes are fixed: looking them up
         would add a guard on the kept shapes, and a second graph for the first call of every shape.
         MAGI-1's learnable frequencies are applied in every forward.

@@ -316,7 +316,7 @@ def generate_batch(pipe: Pipeline, requests: Sequence[Request],
                    progress: Callable[[int, int], None] | None = None) -> Iterator[list[np.ndarray]]:
     """Several requests in one sampler pass: yield, per chunk, a list of uint8 frames (n, H, W, 3), one per
     request (the conditioning frames first, if asked). Each video is its own seed's, as if generated alone up
-    to float rounding; B videos fill the matmuls that one leaves small (docs/benchmarks.md). The requests
+    to float rounding; B videos fill the matmuls that one leaves small. The requests
     must share their ``batch_key``."""
     cfg = pipe.cfg
     if not requests:
