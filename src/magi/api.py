@@ -15,6 +15,7 @@ extend a video. The same code as ``magi generate`` (``sampling.pipeline``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +41,31 @@ def resolve_model(model: str, overrides: Sequence[str] = ()) -> RunConfig:
 
         cfg = load_checkpoint_config(model)
     return apply_overrides(cfg, list(overrides))
+
+
+def resolve_run(preset: str | None = None, checkpoint: str | None = None, steps: int | None = None,
+                overrides: Sequence[str] = ()) -> RunConfig:
+    """The one config resolution of every command: a preset (the architecture), a checkpoint (its config,
+    or with a preset only its weights), or the shipped model; one rule for ``steps``: without a preset or a
+    checkpoint, fewer steps than the shipped teacher's pick its distilled student; then ``steps`` and the
+    overrides."""
+    from magi.presets import default_preset, get_preset
+
+    if checkpoint and not preset:
+        from magi.io.reference import find_reference_weights
+        from magi.io.weights import resolve_checkpoint_dir
+
+        folder = resolve_checkpoint_dir(str(checkpoint))  # a folder, or builtin:<name>; it exists
+        if not (folder / "config.json").is_file() and find_reference_weights(folder) is not None:
+            raise InputError(f"checkpoint '{checkpoint}' is in the MAGI-1 reference layout: pass its architecture "
+                             "with --preset (magi-4.5b or magi-24b)")
+    if preset or not checkpoint:
+        cfg = get_preset(preset or default_preset(steps))  # an unknown name: one line listing the presets
+    else:
+        cfg = resolve_model(str(checkpoint))
+    if checkpoint:
+        cfg = dataclasses.replace(cfg, weights=str(checkpoint))
+    return apply_overrides(cfg, [*([f"sampler.steps={steps}"] if steps is not None else []), *overrides])
 
 
 class Magi:

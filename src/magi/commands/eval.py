@@ -98,11 +98,9 @@ def run_physics_iq(args: argparse.Namespace) -> int:
 def _resolve_config(args: argparse.Namespace):
     """The model as ``magi generate`` resolves it: a checkpoint, a preset, or the shipped model (its distilled
     student when fewer steps than the teacher's are asked for and it ships)."""
-    from magi.api import resolve_model
-    from magi.presets import default_preset
+    from magi.api import resolve_run
 
-    steps = getattr(args, "steps", None)
-    return resolve_model(str(args.checkpoint) if args.checkpoint else args.preset or default_preset(steps))
+    return resolve_run(args.preset, args.checkpoint, getattr(args, "steps", None), [])
 
 
 def run_physics_iq_mini(args: argparse.Namespace) -> int:

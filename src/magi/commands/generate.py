@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
 from magi.commands import add_placement_flags, placement_overrides
 from magi.config import RunConfig, apply_overrides
 from magi.errors import InputError
-from magi.presets import DEFAULT_PRESET, default_preset, get_preset
+from magi.presets import DEFAULT_PRESET
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,31 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """Preset (or the checkpoint's own config), then the checkpoint's weights, then overrides."""
-    if args.checkpoint and not args.preset:
-        from magi.io.weights import load_checkpoint_config, resolve_checkpoint_dir
+    """``api.resolve_run`` (the resolution every command shares) with generate's flags as overrides."""
+    from magi.api import resolve_run
 
-        folder = resolve_checkpoint_dir(str(args.checkpoint))  # a folder, or builtin:<name>; it exists
-        if not (folder / "config.json").is_file():
-            from magi.io.reference import find_reference_weights
-
-            if find_reference_weights(folder) is not None:
-                raise InputError(f"checkpoint '{args.checkpoint}' is in the MAGI-1 reference layout: pass its "
-                                 "architecture with --preset (magi-4.5b or magi-24b)")
-        cfg = load_checkpoint_config(str(args.checkpoint))
-    else:
-        cfg = get_preset(args.preset or default_preset(args.steps))
-    if args.checkpoint:
-        cfg = dataclasses.replace(cfg, weights=str(args.checkpoint))
     overrides = list(args.set) + placement_overrides(args)
     for side in ("height", "width"):
         if getattr(args, side, None) is not None:
             overrides.append(f"video.{side}={getattr(args, side)}")
-    if args.steps is not None:
-        overrides.append(f"sampler.steps={args.steps}")
+    cfg = resolve_run(args.preset, args.checkpoint, args.steps, overrides)
     if args.cfg is not None:
-        overrides.append("sampler.text_scales=" + ",".join([str(args.cfg)] * len(cfg.sampler.text_scales)))
-    return apply_overrides(cfg, overrides)
+        cfg = apply_overrides(cfg, ["sampler.text_scales=" + ",".join([str(args.cfg)] * len(cfg.sampler.text_scales))])
+    return cfg
 
 
 MAX_FRAMES = 100_000  # over an hour at 24 fps: a longer request is a typo, not a video
@@ -186,17 +171,7 @@ def _generate(args: argparse.Namespace, cfg: RunConfig, request, world) -> int:
     from magi.io.video import partial_path, stream_video
     from magi.sampling.pipeline import build_pipeline, generate_frames
 
-    pipe = build_pipeline(cfg)
-    if world.world_size > 1:
-        from magi.compilation import compile_dit
-        from magi.models.vae import TransformerVAE
-        from magi.parallel.context import parallelize_context, parallelize_vae
-
-        parallelize_context(pipe.dit)  # DiT tokens (and KV cache heads) sharded over the ranks
-        if cfg.compile == "blocks":  # the swapped-in blocks (build_pipeline compiled the ones they wrap)
-            compile_dit(pipe.dit, "blocks")
-        if isinstance(pipe.vae, TransformerVAE):  # the published VAE runs whole on every rank
-            parallelize_vae(pipe.vae)  # each segment's encode / decode split over the ranks too
+    pipe = build_pipeline(cfg, context_parallel=world.world_size > 1)
     if not world.is_main:  # every rank takes part in the collectives; rank 0 writes
         for _ in generate_frames(pipe, request):
             pass

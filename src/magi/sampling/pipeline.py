@@ -52,9 +52,11 @@ class Pipeline:
     special_tokens: dict[str, Tensor] = field(default_factory=dict)  # name -> (1, Dc), see special_tokens.py
 
 
-def build_pipeline(cfg: RunConfig) -> Pipeline:
-    """Instantiate the networks of ``cfg`` on their devices (``cfg.device``, ``vae.device``, ``text.device``),
-    load ``cfg.weights`` strictly, and compile the DiT as ``cfg.compile`` says.
+def build_pipeline(cfg: RunConfig, context_parallel: bool = False) -> Pipeline:
+    """The one builder of a runnable model: instantiate the networks of ``cfg`` on their devices
+    (``cfg.device``, ``vae.device``, ``text.device``), load ``cfg.weights`` strictly, quantize, parallelize
+    (``context_parallel``: under torchrun, the DiT's tokens and KV cache, and our VAE's segments, split over
+    the process group, ``magi.parallel.context``), and compile the DiT as ``cfg.compile`` says, in that order.
 
     Without weights the networks keep a fixed-seed random init, so that a run is still reproducible. With
     weights the DiT is built on the meta device and filled tensor by tensor, each moved to its device and
@@ -85,6 +87,12 @@ def build_pipeline(cfg: RunConfig) -> Pipeline:
     if cfg.offload == "blocks":
         dit = offload_blocks(_to_device_except_blocks(dit, device), device)
     dit = dit.eval()
+    if context_parallel:
+        from magi.parallel.context import parallelize_context, parallelize_vae
+
+        parallelize_context(dit)  # DiT tokens (and KV cache heads) sharded over the ranks
+        if isinstance(vae, TransformerVAE):  # the published VAE runs whole on every rank
+            parallelize_vae(vae)  # each segment's encode / decode split over the ranks too
     compile_dit(dit, cfg.compile)
     keys = (*cfg.sampler.special_tokens, *cfg.sampler.negative_special_tokens)
     if keys and folder is None:
