@@ -22,8 +22,9 @@ from torch import Tensor
 @dataclass(eq=False)
 class LayerKV:
     """One attention layer's cached keys and values (B, Hkv, tokens, Dh), and the cache whose chunk counts
-    they follow. A layer reads and writes only its own: blocks need no index into the cache (so every block
-    can run one compiled graph)."""
+    they follow. A layer writes only its own tensors and reads the cache's counts (set by ``admit`` and
+    ``commit``, never by a layer): blocks need no index into the cache (so every block can run one compiled
+    graph)."""
 
     cache: ChunkKVCache = field(repr=False)
     keys: Tensor | None = None
@@ -31,8 +32,7 @@ class LayerKV:
 
     def extend(self, k: Tensor, v: Tensor, tokens_per_chunk: int) -> tuple[Tensor, Tensor]:
         """Return cached + new keys/values; stage the pending clean chunks for storage."""
-        cache = self.cache
-        cache.tokens_per_chunk = tokens_per_chunk
+        cache = self.cache  # read only: the cache's chunk counts say what is visible and what to store
         visible = cache.num_chunks * tokens_per_chunk
         if self.keys is not None and self.values is not None:
             reps = k.shape[0] // self.keys.shape[0]  # > 1: one cache read by every branch (writer_rows)
@@ -52,7 +52,6 @@ class ChunkKVCache:
     max_chunks: int
     num_chunks: int = 0  # clean chunks visible to attention
     pending_chunks: int = 0  # leading input chunks of the next forward to store
-    tokens_per_chunk: int = 0
     # None: every row of the batch keeps its own K/V. (start, end): only those rows' K/V are stored, and
     # every group of end - start rows reads them (MAGI-1: the null-text branch fills the one cache that the
     # text branch reads too)
@@ -83,9 +82,9 @@ class ChunkKVCache:
         self.pending_chunks = 0
         drop = max(0, self.num_chunks - self.max_chunks)
         if drop:
-            start = drop * self.tokens_per_chunk
             for layer in self.layers:
                 if layer.keys is not None and layer.values is not None:
+                    start = drop * (layer.keys.shape[2] // self.num_chunks)  # the oldest chunks' tokens
                     layer.keys = layer.keys[:, :, start:].contiguous()
                     layer.values = layer.values[:, :, start:].contiguous()
             self.num_chunks -= drop
