@@ -195,7 +195,7 @@ def _generate(args: argparse.Namespace, cfg: RunConfig, request, world) -> int:
             stream_video(output, generate_frames(pipe, request, progress), fps=cfg.video.fps, on_batch=on_batch)
         except BaseException:
             if partial_path(output).exists():
-                print(f"note: the {batches[-1]} frames made so far are in {partial_path(output)}", file=sys.stderr)
+                print(f"note: the frames made so far are in {partial_path(output)}", file=sys.stderr)
             raise
     run_record = {"config": cfg.to_dict(), "request": {k: v for k, v in vars(args).items() if k != "func"}}
     atomic_write_text(output.with_suffix(".json"), json.dumps(run_record, indent=2) + "\n")
