@@ -121,10 +121,9 @@ def test_bad_requests_get_a_message_and_the_server_keeps_serving(server, browser
 
 def test_the_queue_is_bounded(tmp_path):
     import threading
+    from types import SimpleNamespace
 
     from magi.serve import QueueFull, Studio
-
-    from types import SimpleNamespace
 
     class Slow:  # a model stand-in whose jobs wait until released
         frames_per_chunk, fps = 24, 8

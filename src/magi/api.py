@@ -113,7 +113,7 @@ class Magi:
     def extend(self, video: Media, prompt: Prompt, *, num_frames: int | None = None, seed: int = 0) -> np.ndarray:
         """``video`` followed by ``num_frames`` new frames continuing it. Any length: the model conditions on
         the last chunks it attends to (``context_frames``)."""
-        frames = self._video(video)
+        frames = self.load_video(video, whole=True)
         tail = frames[-self.context_frames():]
         new = np.concatenate(list(self.stream(prompt, video=tail, num_frames=num_frames, seed=seed,
                                               include_prefix=False)))
@@ -139,7 +139,7 @@ class Magi:
         first, chunk_prompts = split_prompt(prompt)
         mode = "i2v" if image is not None else "v2v" if video is not None else "t2v"
         request = Request(mode=mode, prompt=first, image=None if image is None else self._image(image),
-                          prefix_video=None if video is None else self._video(video),
+                          prefix_video=None if video is None else self.load_video(video),
                           num_frames=self.cfg.video.num_frames if num_frames is None else num_frames, seed=seed,
                           include_prefix=include_prefix, chunk_prompts=chunk_prompts)
         validate(request, self.cfg)
@@ -150,14 +150,12 @@ class Magi:
 
         return image if isinstance(image, np.ndarray) else read_image(image)
 
-    def _video(self, video: Media) -> np.ndarray:
-        from magi.io.video import read_video, resample_fps
+    def load_video(self, video: Media, whole: bool = False) -> np.ndarray:
+        """A video path as the model conditions on it (``pipeline.read_conditioning_video``; ``whole``: all of
+        it, for extending); an array is taken as it is."""
+        from magi.sampling.pipeline import read_conditioning_video
 
-        if isinstance(video, np.ndarray):
-            return video
-        frames, fps = read_video(video, size=(self.cfg.video.height, self.cfg.video.width),
-                                 crop=self.cfg.sampler.procedure != "magi1")
-        return resample_fps(frames, fps, self.fps)
+        return video if isinstance(video, np.ndarray) else read_conditioning_video(video, self.cfg, whole)[0]
 
     @staticmethod
     def save(frames: np.ndarray, path: str | os.PathLike, fps: float) -> Path:

@@ -98,7 +98,9 @@ def plan(cfg: RunConfig, devices: int) -> MemoryPlan:
     official = s.procedure == "magi1"
     if official:  # text and null-text branches in one forward; distilled: one; the cache shared by the branches
         rows, cache_rows = (1 if s.distilled else 2), 1
-        cached_chunks = max(max(s.noise2clean_kvrange), s.clean_chunk_kvrange) - 1
+        from magi.sampling.magi1 import cached_chunks as magi1_cached_chunks
+
+        cached_chunks = magi1_cached_chunks(s)
     else:
         rows = {"none": 1, "text": 2, "text_and_prefix": 3}[s.guidance]
         cache_rows, cached_chunks = rows if s.guidance != "text_and_prefix" else 2, s.context_chunks

@@ -133,7 +133,7 @@ class Studio:
         elif mode == "i2v":
             image = _decode_image(params.get("image"))
         elif mode == "v2v":
-            video = _decode_video(params.get("video"), self.root)
+            video = _decode_video(params.get("video"), self.root, magi)
         elif mode != "t2v":
             raise InputError(f"mode must be t2v, i2v or v2v, got {mode!r}")
         magi.request(prompts, image=image, video=None if video is None else video[-magi.context_frames():],
@@ -240,13 +240,12 @@ def _decode_image(value) -> np.ndarray:
         raise InputError(f"the image cannot be read ({error})") from None
 
 
-def _decode_video(value, folder: Path) -> np.ndarray:
-    from magi.io.video import read_video
-
+def _decode_video(value, folder: Path, magi) -> np.ndarray:
+    """An uploaded video, read as ``magi generate`` reads one (the model's size and frame rate)."""
     path = folder / f"upload-{secrets.token_hex(4)}.mp4"
     path.write_bytes(_data_url_bytes(value, "video"))
     try:
-        return read_video(path)[0]
+        return magi.load_video(path, whole=True)
     finally:
         path.unlink(missing_ok=True)
 

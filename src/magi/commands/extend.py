@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from magi.io.video import stream_video
 
     magi = Magi(cfg)
-    frames = magi._video(args.video)
+    frames = magi.load_video(args.video, whole=True)
     if frames.shape[0] < magi.frames_per_chunk:
         raise InputError(f"'{args.video}' has {frames.shape[0]} frames; extending needs at least one chunk "
                          f"({magi.frames_per_chunk} frames)")

@@ -129,20 +129,15 @@ def run(args: argparse.Namespace) -> int:
     check_flags(args)
     import sys
 
-    from magi.io.video import read_image, read_video, resample_fps
-    from magi.sampling.pipeline import Request, validate
+    from magi.io.video import read_image
+    from magi.sampling.pipeline import Request, read_conditioning_video, validate
 
     cfg = resolve_config(args)
     image = read_image(args.image_path) if args.image_path else None
     prefix = None
     if args.prefix_video_path:  # at the model's size and frame rate, as the official reads it (ffmpeg filters)
-        official = cfg.sampler.procedure == "magi1"
-        from magi.sampling.magi1 import V2V_PREFIX_FRAMES
-
-        prefix, fps = read_video(args.prefix_video_path, size=(cfg.video.height, cfg.video.width), crop=not official,
-                                 max_seconds=V2V_PREFIX_FRAMES / cfg.video.fps if official else None)
+        prefix, fps = read_conditioning_video(args.prefix_video_path, cfg)
         if abs(fps - cfg.video.fps) > 1e-6:
-            prefix = resample_fps(prefix, fps, cfg.video.fps)
             print(f"note: the prefix video runs at {fps:g} fps; resampled to the model's {cfg.video.fps} fps "
                   f"({prefix.shape[0]} frames)", file=sys.stderr)
     request = Request(mode=args.mode, prompt=args.prompt, image=image, prefix_video=prefix,

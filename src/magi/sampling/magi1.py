@@ -42,7 +42,7 @@ from magi.flow.schedule import magi1_step_intervals, magi1_time_grid
 from magi.models.dit import DiT
 from magi.models.kv_cache import ChunkKVCache
 from magi.sampling.chunks import chunk_plan
-from magi.sampling.sampler import pad_context
+from magi.sampling.sampler import pad_context, seed_list
 
 CFG_RANGE_EPS = 1e-7  # DM get_cfg_scale: searchsorted(cfg_t_range - 1e-7, t) - 1
 V2V_PREFIX_FRAMES = 32  # v2v conditions on the prefix video's first 32 frames (video_process.py prefix_frame)
@@ -62,6 +62,11 @@ def kv_range_of(level: int | None, cfg: SamplerConfig) -> int:
     if level is None:
         return cfg.clean_chunk_kvrange
     return cfg.noise2clean_kvrange[level // (cfg.steps // len(cfg.noise2clean_kvrange))]
+
+
+def cached_chunks(cfg: SamplerConfig) -> int:
+    """Clean chunks before a chunk that any chunk sees: what the KV cache must keep."""
+    return max(max(cfg.noise2clean_kvrange), cfg.clean_chunk_kvrange) - 1
 
 
 def key_ranges(chunks: Sequence[int], levels: Sequence[int | None], first_key: int,
@@ -124,9 +129,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     C, H, W = latent_shape
     device = dit.patch_embed.weight.device
     dtype = torch.float32  # inputs as the official feeds them; the DiT casts for each of its parts
-    seeds = [seed + i for i in range(B)] if isinstance(seed, int) else list(seed)
-    if len(seeds) != B:
-        raise ValueError(f"{len(seeds)} seeds for {B} videos")
+    seeds = seed_list(seed, B)
     grid_host = magi1_time_grid(cfg.steps, cfg.shift, cfg.shortcut_mode)  # decisions are taken on the host
     grid = grid_host.to(device)
     stage_steps = cfg.steps // cfg.window_size
@@ -174,7 +177,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
                     torch.cat([ctx_mask, null_ctx_mask]), B, cache, ranges, None)
         return v[:B], v[B:]
 
-    needed = max(max(cfg.noise2clean_kvrange), cfg.clean_chunk_kvrange) - 1  # clean chunks any chunk sees
+    needed = cached_chunks(cfg)
     cache = ChunkKVCache(dit.cfg.depth, max(1, needed), writer_rows=None if cfg.distilled else (B, 2 * B),
                          offload=cfg.kv_offload) if use_kv_cache else None
     clean: list[tuple[int, Tensor]] = []  # (absolute index, latents) of clean chunks not in a cache

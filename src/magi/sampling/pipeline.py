@@ -282,6 +282,19 @@ def conditioning_frames(request: Request, cfg: RunConfig) -> np.ndarray | None:
     return None
 
 
+def read_conditioning_video(path: str | Path, cfg: RunConfig, whole: bool = False) -> tuple[np.ndarray, float]:
+    """A video file as the model conditions on it: (T, H, W, 3) uint8 frames at the model's size (resized frame
+    by frame: cropped, or stretched for procedure magi1) and frame rate (the nearest frame in time, as the
+    official's ffmpeg filters), and the file's own frame rate. Procedure magi1 reads only the seconds its 32
+    prefix frames cover, unless ``whole`` (a video to extend, whose tail is used)."""
+    from magi.io.video import read_video, resample_fps
+
+    official = cfg.sampler.procedure == "magi1"
+    frames, fps = read_video(path, size=(cfg.video.height, cfg.video.width), crop=not official,
+                             max_seconds=magi1.V2V_PREFIX_FRAMES / cfg.video.fps if official and not whole else None)
+    return resample_fps(frames, fps, cfg.video.fps), fps
+
+
 def batch_key(request: Request, cfg: RunConfig) -> tuple:
     """What requests generated together (``generate_batch``) must share: mode, num_frames, include_prefix,
     use_kv_cache and the number of conditioning frames."""
@@ -309,6 +322,11 @@ def encode_conditioning(pipe: Pipeline, frames: np.ndarray) -> Tensor:
     if video.shape[2] % stride:
         video = torch.cat([video, video[:, :, -1:].expand(-1, -1, stride - video.shape[2] % stride, -1, -1)], 2)
     return pipe.vae.encode(video)
+
+
+def decode(pipe: Pipeline, latents: Tensor) -> Tensor:
+    """Latents (B, C, t, h, w) from the sampler -> video (B, 3, T, H, W) by the VAE, on the VAE's device."""
+    return pipe.vae.decode(latents.float().to(module_device(pipe.vae)))
 
 
 @torch.inference_mode()
@@ -368,8 +386,7 @@ def generate_batch(pipe: Pipeline, requests: Sequence[Request],
                                      seed=seeds, use_kv_cache=first.use_kv_cache, progress=report,
                                      negative=negative)
         for latents in chunks:
-            videos = pipe.vae.decode(latents.float().to(module_device(pipe.vae)))
-            yield [tensor_to_frames(video, rounding="truncate") for video in videos]
+            yield [tensor_to_frames(video, rounding="truncate") for video in decode(pipe, latents)]
         return
     chunks = iter_generate(pipe.dit, sampler, context, mask, num_chunks=num_chunks, latent_shape=latent_shape,
                            prefix=prefix, seed=seeds, use_kv_cache=first.use_kv_cache, progress=report,
@@ -378,7 +395,7 @@ def generate_batch(pipe: Pipeline, requests: Sequence[Request],
         yield conditions
     skip, remaining = opening * stride, first.num_frames
     for latents in chunks:
-        videos = pipe.vae.decode(latents.float().to(module_device(pipe.vae)))  # (B, 3, n, H, W)
+        videos = decode(pipe, latents)  # (B, 3, n, H, W)
         frames = [tensor_to_frames(video)[skip:remaining + skip] for video in videos]  # (n, H, W, 3) each
         skip, remaining = 0, remaining - frames[0].shape[0]
         yield frames

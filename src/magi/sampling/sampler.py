@@ -208,12 +208,17 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
             progress(index + 1)
 
 
-def seed_generators(seed: int | Sequence[int], batch: int) -> list[torch.Generator]:
-    """Video i's generator: seed ``seed + i``, or the i-th of ``batch`` seeds."""
+def seed_list(seed: int | Sequence[int], batch: int) -> list[int]:
+    """Video i's seed: ``seed + i``, or the i-th of ``batch`` seeds."""
     seeds = [seed + i for i in range(batch)] if isinstance(seed, int) else list(seed)
     if len(seeds) != batch:
         raise ValueError(f"{len(seeds)} seeds for {batch} videos")
-    return [torch.Generator().manual_seed(s) for s in seeds]
+    return seeds
+
+
+def seed_generators(seed: int | Sequence[int], batch: int) -> list[torch.Generator]:
+    """Video i's (CPU) generator, seeded by ``seed_list``."""
+    return [torch.Generator().manual_seed(s) for s in seed_list(seed, batch)]
 
 
 def step_times(grid: Tensor, levels: Sequence[int], B: int, F: int, device: torch.device) -> tuple[Tensor, Tensor]:
