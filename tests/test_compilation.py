@@ -55,7 +55,7 @@ def test_compiled_dit_is_whole_graphs_one_per_shape_with_the_eager_video(dit_cfg
     dit.blocks[0].register_forward_pre_hook(lambda _, a: shapes.add(
         (a[0].shape, a[5].keys is None, a[6].keys.shape if a[6].keys is not None else None,
          a[6].cache.pending_chunks, a[4][0].shape)))
-    # guided with a prefix: 3 rows (the unconditional branch context-free); the prefix admitted in one pass,
+    # guided with a prefix: 3 rows (the unconditional branch in uncached rows); the prefix admitted in one pass,
     # chunks in flight with and without a mask, admitted while others are denoised, cached and dropped
     cfg = replace(sampler_cfg, steps=4, guidance="text_and_prefix", window_size=2, context_chunks=2)
     kw = dict(num_chunks=3, latent_shape=(dit_cfg.in_channels, 8, 8), prefix=prefix, seed=3)

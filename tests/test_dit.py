@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import randomize_
-from magi.models.dit import DiT
+from magi.models.dit import DiT, UncachedRows
 from magi.models.kv_cache import ChunkKVCache
 from magi.models.layers import RMSNorm
 
@@ -65,22 +65,25 @@ def test_kv_cache_equals_full_recompute(model, dit_cfg):
 
 
 @torch.no_grad()
-def test_context_free_rows_attend_to_no_clean_chunk(model, dit_cfg):
+def test_uncached_rows_attend_to_no_clean_chunk(model, dit_cfg):
     latents, t, context = inputs(dit_cfg, frames=8)
     F = dit_cfg.chunk_frames
     t[:, : 2 * F] = 1.0  # two clean chunks, then two noisy ones
+    # chunk 1 admitted (block-causal); chunks 2 and 3 in flight among themselves only
+    free = UncachedRows(1, ((0, 1), (1, 2), (1, 3)))
 
     def cached(**kw):
         cache = ChunkKVCache(num_layers=dit_cfg.depth, max_chunks=8)
         cache.admit(1)
-        model(latents[:, :, :F], t[:, :F], context, kv_cache=cache, **kw)
+        model(latents[:, :, :F], t[:, :F], context, kv_cache=cache,
+              **({"uncached_rows": UncachedRows(1, ((0, 1),))} if kw else {}))
         cache.commit()
         cache.admit(1)  # chunk 1 admitted while chunks 2 and 3 are in flight
         out = model(latents[:, :, F:], t[:, F:], context, kv_cache=cache, **kw)
         cache.commit()
         return out, cache
 
-    (out, cache), (usual, usual_cache) = cached(context_free=1), cached()
+    (out, cache), (usual, usual_cache) = cached(uncached_rows=free), cached()
     torch.testing.assert_close(out[:1], usual[:1], atol=1e-5, rtol=1e-5)  # the other rows see their context
     alone = model(latents[1:, :, 2 * F:], t[1:, 2 * F:], context[1:])  # chunks 2, 3 with no earlier chunk
     torch.testing.assert_close(out[1:, :, F:], alone, atol=1e-5, rtol=1e-5)
@@ -88,18 +91,15 @@ def test_context_free_rows_attend_to_no_clean_chunk(model, dit_cfg):
     # the cache holds the other rows
     assert cache.layers[0].keys.shape[0] == 1 and usual_cache.layers[0].keys.shape[0] == 2
     torch.testing.assert_close(cache.layers[-1].keys, usual_cache.layers[-1].keys[:1], atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="context_free needs a kv_cache"):
-        model(latents, t, context, context_free=1)
-    with pytest.raises(ValueError, match="needs 0 < context_free < 2"):
-        model(latents[:, :, F:], t[:, F:], context, kv_cache=ChunkKVCache(dit_cfg.depth, 8), context_free=2)
-    tokens = F * 4 * 4
-    _, causal = model.positions(4 * F, 3 * F, 4, 4, torch.device("cpu"), torch.float32)  # (N, Nc + N)
-    own = model.context_free_mask(causal, tokens, 3 * tokens, torch.float32, torch.device("cpu"))  # (N, N)
-    assert own.shape == (3 * tokens, 3 * tokens) and (own > float("-inf")).any(-1).all()  # every query has keys
-    assert torch.equal(own[:tokens, :tokens], causal[:tokens, -3 * tokens:-2 * tokens])  # admitted: as before
-    assert (own[tokens:, :tokens] == float("-inf")).all()  # in flight: no admitted key
-    assert torch.equal(own[tokens:, tokens:], causal[tokens:, -2 * tokens:])  # among themselves: block-causal
-    assert model.context_free_mask(None, 0, tokens, torch.float32, torch.device("cpu")) is None
+    # without a cache too: the given ranges are all the uncached rows see
+    plain = model(latents[:, :, 2 * F:], t[:, 2 * F:], context, uncached_rows=UncachedRows(1, ((0, 1), (1, 2))))
+    torch.testing.assert_close(plain[1:, :, :F], model(latents[1:, :, 2 * F:3 * F], t[1:, 2 * F:3 * F],
+                                                       context[1:]), atol=1e-5, rtol=1e-5)
+    for bad in (UncachedRows(2, ((0, 1), (1, 2))), UncachedRows(1, ((0, 1),)), UncachedRows(1, ((0, 1), (1, 3)))):
+        with pytest.raises(ValueError, match="uncached_rows"):
+            model(latents[:, :, 2 * F:], t[:, 2 * F:], context, uncached_rows=bad)
+    with pytest.raises(ValueError, match="uncached_rows"):  # a partial chunk has no whole-chunk ranges
+        model(latents[:, :, :F + 1], t[:, :F + 1], context, uncached_rows=UncachedRows(1, ((0, 1),)))
 
 
 @torch.no_grad()
@@ -188,20 +188,26 @@ def test_text_kv_computed_beforehand_gives_the_same_velocity(model, dit_cfg):
     assert not torch.allclose(model(latents, t, other, text_kv=model.text_kv(context)), model(latents, t, other))
     with pytest.raises(ValueError, match="text_kv of 1 texts of 5 tokens given for 2 of 5"):
         model(latents, t, context, text_kv=model.text_kv(context[:1]))
-    with pytest.raises(ValueError, match="with drop_context"):
-        model(latents, t, context, text_kv=model.text_kv(context), drop_context=torch.tensor([True, False]))
+    with pytest.raises(ValueError, match="with caption dropout"):
+        model.train()(latents, t, context, text_kv=model.text_kv(context), no_text=torch.tensor([True, False]))
+    model.eval()
 
 
-def test_drop_context_swaps_in_the_null_text(dit_cfg):
+def test_no_text_rows_read_the_null_text_in_training_only(dit_cfg):
+    """MAGI-1's caption_dropout_mask: in training mode the flagged rows' text is the learned null text."""
     model = randomize_(DiT(dit_cfg), seed=3).eval()
     g = torch.Generator().manual_seed(0)
     x, t = torch.randn(2, 4, 2, 4, 4, generator=g), torch.full((2, 2), 0.5)
     context = torch.randn(2, dit_cfg.context_max_length, dit_cfg.context_dim, generator=g)
     null, null_mask = model.unconditional_context(2)
     drop = torch.tensor([True, False])
-    out = model(x, t, context, drop_context=drop)
-    torch.testing.assert_close(out[:1], model(x[:1], t[:1], null[:1], null_mask[:1]))
-    torch.testing.assert_close(out[1:], model(x[1:], t[1:], context[1:]))
+    with torch.no_grad():
+        out = model.train()(x, t, context, no_text=drop)
+        model.eval()
+        torch.testing.assert_close(out[:1], model(x[:1], t[:1], null[:1], null_mask[:1]))
+        torch.testing.assert_close(out[1:], model(x[1:], t[1:], context[1:]))
+        # outside training the rows keep the text they are given (a negative prompt, say)
+        torch.testing.assert_close(model(x, t, context, no_text=drop), model(x, t, context))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

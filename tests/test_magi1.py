@@ -144,11 +144,11 @@ def test_one_cache_written_by_the_null_branch_is_read_by_both():
     cache = ChunkKVCache(CFG.depth, 4, writer_rows=(1, 2))
     cache.admit(1)
     dit(torch.cat([x, x]), torch.cat([t, t]), torch.cat([ctx, null]), torch.cat([mask, null_mask]), cache,
-        key_ranges=[(0, 1)], unconditional=torch.tensor([False, True]))
+        key_ranges=[(0, 1)], no_text=torch.tensor([False, True]))
     cache.commit()
     alone = ChunkKVCache(CFG.depth, 4)  # the null-text row by itself
     alone.admit(1)
-    dit(x, t, null, null_mask, alone, key_ranges=[(0, 1)], unconditional=torch.tensor([True]))
+    dit(x, t, null, null_mask, alone, key_ranges=[(0, 1)], no_text=torch.tensor([True]))
     alone.commit()
     assert cache.layers[0].keys.shape[0] == 1
     for shared, own in zip(cache.layers, alone.layers):
@@ -156,8 +156,8 @@ def test_one_cache_written_by_the_null_branch_is_read_by_both():
     # the text row of the next forward reads the null row's keys: same as the null-only cache
     y, u = torch.randn(1, 4, 2, 4, 4), torch.rand(1, 2)
     both = dit(torch.cat([y, y]), torch.cat([u, u]), torch.cat([ctx, null]), torch.cat([mask, null_mask]), cache,
-               key_ranges=[(0, 2)], unconditional=torch.tensor([False, True]))
-    text_only = dit(y, u, ctx, mask, alone, key_ranges=[(0, 2)], unconditional=torch.tensor([False]))
+               key_ranges=[(0, 2)], no_text=torch.tensor([False, True]))
+    text_only = dit(y, u, ctx, mask, alone, key_ranges=[(0, 2)], no_text=torch.tensor([False]))
     torch.testing.assert_close(both[:1], text_only, atol=1e-5, rtol=1e-5)
 
 
@@ -187,7 +187,7 @@ class Recorder:
                                    ranges=None if ranges is None else list(ranges), cached=kv_cache is not None,
                                    cache_chunks=kv_cache.num_chunks if kv_cache is not None else 0,
                                    writer=kv_cache.writer_rows if kv_cache is not None else None,
-                                   no_text=kw["unconditional"].tolist(), t=t[:, ::CFG.chunk_frames].tolist(),
+                                   no_text=kw["no_text"].tolist(), t=t[:, ::CFG.chunk_frames].tolist(),
                                    step=None if kw.get("step_size") is None else kw["step_size"][0, 0].item()))
             return inner(latents, t, context, context_mask, kv_cache, **kw)
 
@@ -231,9 +231,9 @@ def test_guidance_combines_the_three_branches_per_chunk():
     torch.set_grad_enabled(False)
     for k in range(4):
         tk = grid[k].expand(1, 2)
-        c_text = dit(x, tk, ctx, mask, key_ranges=[(0, 1)], unconditional=torch.tensor([False]))
-        c_pre = dit(x, tk, null, null_mask, key_ranges=[(0, 1)], unconditional=torch.tensor([True]))
-        u = dit(x, tk, null, null_mask, unconditional=torch.tensor([True]))
+        c_text = dit(x, tk, ctx, mask, key_ranges=[(0, 1)], no_text=torch.tensor([False]))
+        c_pre = dit(x, tk, null, null_mask, key_ranges=[(0, 1)], no_text=torch.tensor([True]))
+        u = dit(x, tk, null, null_mask, no_text=torch.tensor([True]))
         p, st = (float(v) for v in magi1.guidance_scales(grid[k:k + 1], s))
         x = x + ((1 - p) * u + (p - st) * c_pre + st * c_text) * (grid[k + 1] - grid[k])
     torch.set_grad_enabled(True)

@@ -136,7 +136,7 @@ def test_our_dit_computes_the_reference_forward(gated):
     t = torch.full((1, cfg.chunk_frames), 0.3)
     with torch.no_grad():
         for unconditional in (False, True):
-            ours = dit(latents, t, context, unconditional=torch.tensor([unconditional]))
+            ours = dit(latents, t, context, no_text=torch.tensor([unconditional]))
             expected = reference_forward(ref, cfg, latents, t[:, 0], context[0], unconditional)
             torch.testing.assert_close(ours, expected, atol=2e-4, rtol=2e-4)
         assert not torch.allclose(ours, dit(latents, t, context))  # the flag matters

@@ -98,7 +98,7 @@ class GaussianOracle(nn.Module):
     def text_kv(self, context, context_mask):
         return None  # it reads no text
 
-    def forward(self, latents, t, context, context_mask=None, kv_cache=None, unconditional=None, text_kv=None):
+    def forward(self, latents, t, context, context_mask=None, kv_cache=None, no_text=None, text_kv=None):
         t = t[:, None, :, None, None].double()
         m, s2 = self.mean, self.std**2
         denom = t**2 * s2 + (1 - t) ** 2

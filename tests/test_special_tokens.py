@@ -141,9 +141,9 @@ def test_sampler_marks_the_no_text_rows_for_the_adaln_token():
     seen = []
 
     class Spy(DiT):
-        def forward(self, *args, unconditional=None, **kwargs):
-            seen.append(None if unconditional is None else unconditional.tolist())
-            return super().forward(*args, unconditional=unconditional, **kwargs)
+        def forward(self, *args, no_text=None, **kwargs):
+            seen.append(None if no_text is None else no_text.tolist())
+            return super().forward(*args, no_text=no_text, **kwargs)
 
     cfg = replace(CFG, adaln_text="null_token")
     dit = randomize_(Spy(cfg), seed=4).eval()

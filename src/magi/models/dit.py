@@ -81,20 +81,29 @@ class TextKV:
 class SelfAttentionMasks:
     """What the queries of one forward attend to, additive (0 or -inf) or None for every key.
 
-    ``keys`` (N, Nc + N): the input tokens against the cached and input tokens (block-causal). The last
-    ``free_rows`` rows of the batch are context-free (text_and_prefix guidance's third branch): they attend
-    among the input tokens only, under ``free`` (N, N), and their keys and values never enter the KV cache.
+    ``keys`` (N, Nc + N): the input tokens against the cached and input tokens (block-causal), for an input
+    that ends inside a chunk. ``ranges`` replaces the mask: for each input chunk, the [start, end) slice of
+    key *tokens* (over the cached and input tokens) that its queries attend to, every key inside it (MAGI-1's
+    kv ranges). Each chunk then runs one unmasked attention over its slice: no (N, Nc + N) mask is ever built.
 
-    ``ranges`` replaces the mask: for each input chunk, the [start, end) slice of key *tokens* (over the
-    cached and input tokens) that its queries attend to, every key inside it (MAGI-1's kv ranges). Each
-    chunk then runs one unmasked attention over its slice: no (N, Nc + N) mask is ever built.
+    The last ``free_rows`` rows of the batch (``UncachedRows``) attend over ``free_ranges``, slices of the
+    input tokens alone, and their keys and values never enter the KV cache.
     """
 
     keys: Tensor | None
-    free_rows: int = 0
-    free: Tensor | None = None
     ranges: tuple[tuple[int, int], ...] | None = None
-    free_ranges: tuple[tuple[int, int], ...] | None = None  # the context-free rows' slices of the input tokens
+    free_rows: int = 0
+    free_ranges: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class UncachedRows:
+    """The last ``rows`` rows of a batch, which see neither the KV cache nor write to it: input chunk i attends
+    to the input chunks ``ranges[i]`` = [start, end) only (chunk units). text_and_prefix guidance's third
+    branch (no text, no earlier chunks) rides in the forward of the other two this way."""
+
+    rows: int
+    ranges: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -184,9 +193,7 @@ class Block(nn.Module):
             attend_ranges(q, k, v, masks.ranges, tokens_per_chunk)
         if not free:
             return out
-        free_out = attend(q_free, k_free, v_free, masks.free) if masks.free_ranges is None else \
-            attend_ranges(q_free, k_free, v_free, masks.free_ranges, tokens_per_chunk)
-        return torch.cat([out, free_out])
+        return torch.cat([out, attend_ranges(q_free, k_free, v_free, masks.free_ranges, tokens_per_chunk)])
 
     def text_keys_values(self, text: Tensor) -> tuple[Tensor, Tensor]:
         """text: (B, L, D) embedded text -> normed keys and values (B, Hkv, L, Dh) of the cross-attention."""
@@ -334,84 +341,15 @@ class DiT(nn.Module):
             mask = additive_mask(block_causal_mask(chunks[-query_frames * h * w:], chunks), dtype)
         return table, mask
 
-    @staticmethod
-    def context_free_mask(mask: Tensor | None, admitted_tokens: int, num_tokens: int, dtype: torch.dtype,
-                          device: torch.device) -> Tensor | None:
-        """The context-free rows' mask (N, N) among the N input tokens, from the block-causal ``mask``
-        (N, Nc + N) or None: the chunks in flight see none of the ``admitted_tokens`` (the clean chunks that
-        lead the input); those keep their own keys, so no query is left with none."""
-        if admitted_tokens == 0:
-            return None if mask is None else mask[:, -num_tokens:]
-        own = (torch.zeros(num_tokens, num_tokens, dtype=dtype, device=device) if mask is None
-               else mask[:, -num_tokens:].clone())
-        own[admitted_tokens:, :admitted_tokens] = float("-inf")
-        return own
-
-    def forward(self, latents: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None,
-                kv_cache: ChunkKVCache | None = None, step_size: Tensor | None = None,
-                drop_context: Tensor | None = None, unconditional: Tensor | None = None,
-                text_kv: TextKV | None = None, context_free: int = 0,
-                key_ranges: Sequence[tuple[int, int]] | None = None) -> Tensor:
-        """Velocity of ``latents`` (B, C, T, H, W) at noise levels ``t`` (B, T), one per latent frame.
-
-        Shortcut models (``cfg.step_conditioning``) also take the step size ``step_size`` (B, T) that the
-        prediction is for; None means d = 0, the instantaneous flow velocity.
-
-        ``t`` is constant within each chunk (per-chunk timestep conditioning); clean prefix frames
-        inside the first chunk have t = 1. With ``kv_cache``, the input continues the cached clean
-        chunks and must start at a chunk boundary. ``drop_context`` (B,) bool replaces those rows' text by
-        the learned null text (caption dropout; inside the forward so that sharded weights are gathered).
-
-        ``context`` is (B, L, Dc), one text for every chunk, or (B, K, L, Dc), one per chunk of the input
-        (T = K * chunk_frames): MAGI-1 gives each chunk its own caption (special tokens such as the number
-        of chunks still to come, null text for clean chunks); a chunk's tokens then attend to its text only.
-
-        ``unconditional`` (B,) bool marks the rows of guidance's no-text branches: with
-        ``cfg.adaln_text == "null_token"`` (MAGI-1) the adaLN text term is a learned token that says only
-        whether a row has text (dropped rows count as unconditional); "pooled" uses the text's mean.
-
-        ``text_kv``: ``self.text_kv(context)`` computed beforehand (a sampler does it once per text); the
-        same result as without it.
-
-        ``context_free`` = n > 0, with ``kv_cache``: the last n rows' chunks in flight attend to no clean chunk
-        (neither the cached ones nor those being admitted), only to each other, as if generated without
-        context (text_and_prefix guidance's third branch, batched with the other two). Their attention runs
-        over the input tokens alone and the cache holds only the other rows.
-
-        ``key_ranges``: instead of block-causal attention, input chunk i attends to exactly the chunks
-        [start_i, end_i) of the key sequence (the cached chunks, then the input chunks), one (start, end) per
-        input chunk, in chunk units (MAGI-1's ``noise2clean_kvrange`` / ``clean_chunk_kvrange``, see
-        ``magi.sampling.magi1``). No dense mask is built: each chunk attends over its own slice.
-        """
-        cfg, p = self.cfg, self.cfg.patch_size
-        B, C, T, H, W = latents.shape
-        h, w = H // p, W // p
-        if context_mask is None:
-            context_mask = torch.ones(context.shape[:-1], dtype=torch.bool, device=context.device)
-        if context.dim() == 3:  # one text for all chunks: K = 1
-            context, context_mask = context[:, None], context_mask[:, None]
-        K, L = context.shape[1], context.shape[2]  # context (B, K, L, Dc), mask (B, K, L)
-        if K > 1 and T != K * cfg.chunk_frames:
-            raise ValueError(f"{K} per-chunk texts for {T} latent frames (chunks of {cfg.chunk_frames})")
-        if text_kv is not None and (drop_context is not None or (text_kv.batch, text_kv.length) != (B, K * L)):
-            raise ValueError(f"text_kv of {text_kv.batch} texts of {text_kv.length} tokens given for {B} of "
-                             f"{K * L}" + (" with drop_context" if drop_context is not None else ""))
-        if drop_context is not None:
-            null, null_mask = self.unconditional_context(B, L)
-            context = torch.where(drop_context[:, None, None, None], null[:, None].to(context.dtype), context)
-            context_mask = torch.where(drop_context[:, None, None], null_mask[:, None], context_mask)
-        latents = latents * cfg.x_rescale_factor
-        if cfg.half_channel_vae:  # (B, C/2, ...) latents fill both halves of the input channels
-            latents = torch.cat([latents, latents], dim=1)
-        x = rearrange(latents, "b c t (h p) (w q) -> b (t h w) (c p q)", p=p, q=p)
-        dtype = self.block_dtype()  # the embedders may be kept in float32
-        x = own_dtype(self.patch_embed, x).to(dtype)  # (B, N, D)
-
+    def conditioning(self, t: Tensor, context: Tensor, context_mask: Tensor, no_text: Tensor | None,
+                     step_size: Tensor | None) -> Tensor:
+        """The adaLN input (B, T, Dcond) per latent frame: its noise level, the text (the pooled text of its
+        chunk, or MAGI-1's has-text token) and, for shortcut models, the step size."""
+        cfg, (B, T) = self.cfg, t.shape
+        K = context.shape[1]
         cond = own_dtype(self.time_embed, timestep_embedding(t, TIME_FREQ_DIM))  # (B, T, Dcond)
         if cfg.adaln_text == "null_token":
-            no_text = torch.zeros(B, dtype=torch.bool, device=x.device)
-            for flags in (unconditional, drop_context):
-                no_text = no_text if flags is None else no_text | flags
+            no_text = torch.zeros(B, dtype=torch.bool, device=t.device) if no_text is None else no_text
             token = torch.where(no_text[:, None], self.null_context[-1], self.null_context[-2])  # (B, Dc)
             cond = cond + own_dtype(self.context_pool, token)[:, None]
         else:
@@ -424,50 +362,102 @@ class DiT(nn.Module):
             cond = cond + own_dtype(step_embed, timestep_embedding(d, TIME_FREQ_DIM))
         elif step_size is not None:
             raise ValueError("step_size given to a DiT without step_conditioning")
+        return cond
+
+    def attention_layout(self, cached_frames: int, T: int, h: int, w: int, x: Tensor,
+                         key_ranges: Sequence[tuple[int, int]] | None,
+                         uncached_rows: UncachedRows | None) -> tuple[tuple[Tensor, Tensor], SelfAttentionMasks]:
+        """RoPE tables and what the queries of T input latent frames after ``cached_frames`` attend to (see
+        ``forward``): key ranges in tokens for whole chunks (block-causal when none are given), else the dense
+        block-causal mask."""
+        F = self.cfg.chunk_frames
+        tokens_per_chunk = F * h * w
+        input_chunks, cached_chunks = T // F, cached_frames // F
+        if key_ranges is not None and (T % F or len(key_ranges) != input_chunks or any(
+                not 0 <= s < e <= cached_chunks + input_chunks for s, e in key_ranges)):
+            raise ValueError(f"key_ranges {list(key_ranges)} for {input_chunks} input chunks over "
+                             f"{cached_chunks + input_chunks} key chunks (one non-empty range each)")
+        if uncached_rows is not None and (T % F or not 0 < uncached_rows.rows < x.shape[0] or
+                                          len(uncached_rows.ranges) != input_chunks or any(
+                                              not 0 <= s < e <= input_chunks for s, e in uncached_rows.ranges)):
+            raise ValueError(f"uncached_rows {uncached_rows} for {x.shape[0]} rows of {input_chunks} input chunks "
+                             "(fewer rows than the batch, one non-empty range of whole input chunks each)")
+        if T % F:  # a partial last chunk: the dense block-causal mask
+            rope, mask = self.positions(cached_frames + T, T, h, w, x.device, x.dtype)
+            return rope, SelfAttentionMasks(mask)
+        if key_ranges is None:  # block-causal: chunk i sees every cached chunk and the input up to i
+            key_ranges = [(0, cached_chunks + i + 1) for i in range(input_chunks)]
+        rope, _ = self.positions(cached_frames + T, 0, h, w, x.device, x.dtype)  # query_frames 0: no mask
+        ranges = tuple((s * tokens_per_chunk, e * tokens_per_chunk) for s, e in key_ranges)
+        if uncached_rows is None:
+            return rope, SelfAttentionMasks(None, ranges)
+        free = tuple((s * tokens_per_chunk, e * tokens_per_chunk) for s, e in uncached_rows.ranges)
+        return rope, SelfAttentionMasks(None, ranges, uncached_rows.rows, free)
+
+    def forward(self, latents: Tensor, t: Tensor, context: Tensor, context_mask: Tensor | None = None,
+                kv_cache: ChunkKVCache | None = None, step_size: Tensor | None = None,
+                no_text: Tensor | None = None, text_kv: TextKV | None = None,
+                key_ranges: Sequence[tuple[int, int]] | None = None,
+                uncached_rows: UncachedRows | None = None) -> Tensor:
+        """Velocity of ``latents`` (B, C, T, H, W) at noise levels ``t`` (B, T), one per latent frame.
+
+        ``t`` is constant within each chunk (per-chunk timestep conditioning); clean prefix frames inside the
+        first chunk have t = 1. With ``kv_cache``, the input continues the cached clean chunks and must start
+        at a chunk boundary. Shortcut models (``cfg.step_conditioning``) also take the step size
+        ``step_size`` (B, T) that the prediction is for; None means d = 0, the instantaneous velocity.
+
+        ``context`` is (B, L, Dc), one text for every chunk, or (B, K, L, Dc), one per chunk of the input
+        (T = K * chunk_frames): MAGI-1 gives each chunk its own caption (special tokens such as the number
+        of chunks still to come, null text for clean chunks); a chunk's tokens then attend to its text only.
+        ``text_kv``: ``self.text_kv(context)`` computed beforehand (a sampler does it once per text); the same
+        result as without it.
+
+        ``no_text`` (B,) bool: the rows without text, MAGI-1's ``caption_dropout_mask``. In training mode their
+        text is the learned null text (caption dropout, here so that sharded weights are gathered); in every
+        mode, with ``cfg.adaln_text == "null_token"``, their adaLN text term is the no-text token.
+
+        ``key_ranges``: instead of block-causal attention, input chunk i attends to exactly the chunks
+        [start_i, end_i) of the key sequence (the cached chunks, then the input chunks), one (start, end) per
+        input chunk (MAGI-1's ``noise2clean_kvrange`` / ``clean_chunk_kvrange``, see ``magi.sampling.magi1``).
+        ``uncached_rows``: the last rows attend among the input chunks only, outside the cache (see
+        ``UncachedRows``). Whole chunks attend per chunk over their key slice; no dense mask is built.
+        """
+        cfg, p = self.cfg, self.cfg.patch_size
+        B, C, T, H, W = latents.shape
+        h, w = H // p, W // p
+        if context_mask is None:
+            context_mask = torch.ones(context.shape[:-1], dtype=torch.bool, device=context.device)
+        if context.dim() == 3:  # one text for all chunks: K = 1
+            context, context_mask = context[:, None], context_mask[:, None]
+        K, L = context.shape[1], context.shape[2]  # context (B, K, L, Dc), mask (B, K, L)
+        if K > 1 and T != K * cfg.chunk_frames:
+            raise ValueError(f"{K} per-chunk texts for {T} latent frames (chunks of {cfg.chunk_frames})")
+        dropout = self.training and no_text is not None
+        if text_kv is not None and (dropout or (text_kv.batch, text_kv.length) != (B, K * L)):
+            raise ValueError(f"text_kv of {text_kv.batch} texts of {text_kv.length} tokens given for {B} of "
+                             f"{K * L}" + (" with caption dropout (no_text in training)" if dropout else ""))
+        if dropout:
+            null, null_mask = self.unconditional_context(B, L)
+            context = torch.where(no_text[:, None, None, None], null[:, None].to(context.dtype), context)
+            context_mask = torch.where(no_text[:, None, None], null_mask[:, None], context_mask)
+        latents = latents * cfg.x_rescale_factor
+        if cfg.half_channel_vae:  # (B, C/2, ...) latents fill both halves of the input channels
+            latents = torch.cat([latents, latents], dim=1)
+        x = rearrange(latents, "b c t (h p) (w q) -> b (t h w) (c p q)", p=p, q=p)
+        dtype = self.block_dtype()  # the embedders may be kept in float32
+        x = own_dtype(self.patch_embed, x).to(dtype)  # (B, N, D)
+        cond = self.conditioning(t, context, context_mask, no_text, step_size).to(dtype)  # (B, T, Dcond)
         # (B, K * L, D) embedded text, projected in each block (inside its forward: sharded weights are gathered
         # there), or each block's keys and values computed beforehand
         if text_kv is None:
-            cond = cond.to(dtype)
             texts = [own_dtype(self.context_embed, context).to(dtype).flatten(1, 2)] * len(self.blocks)
             cross_mask = text_padding_mask(context_mask.flatten(1), x.dtype)  # (B, 1, 1, K * L) or None
         else:
-            cond = cond.to(dtype)
             texts, cross_mask = text_kv.layers, text_kv.mask
         text_chunks = TextChunks(K, x.shape[1] // K) if K > 1 else None  # token of chunk k -> text k
-
         cached_frames = kv_cache.num_chunks * cfg.chunk_frames if kv_cache is not None else 0
         tokens_per_chunk = cfg.chunk_frames * h * w
-        input_chunks, cached_chunks = T // cfg.chunk_frames, cached_frames // cfg.chunk_frames
-        if context_free:
-            if kv_cache is None:
-                raise ValueError("context_free needs a kv_cache: it is what tells clean chunks from those in flight")
-            if not 0 < context_free < B:
-                raise ValueError(f"context_free={context_free} rows of {B}: needs 0 < context_free < {B}")
-        if key_ranges is not None:
-            key_chunks = cached_chunks + input_chunks
-            if T % cfg.chunk_frames or len(key_ranges) != input_chunks or context_free or \
-                    any(not 0 <= s < e <= key_chunks for s, e in key_ranges):
-                raise ValueError(f"key_ranges {list(key_ranges)} for {input_chunks} input chunks over "
-                                 f"{key_chunks} key chunks (one non-empty range each, no context_free)")
-        elif T % cfg.chunk_frames == 0:  # block-causal: chunk i sees every cached chunk and the input up to i
-            key_ranges = [(0, cached_chunks + i + 1) for i in range(input_chunks)]
-        if key_ranges is not None:  # one unmasked attention per chunk over its key slice: memory linear in tokens
-            rope, _ = self.positions(cached_frames + T, 0, h, w, x.device, x.dtype)  # query_frames 0: no mask
-            masks = SelfAttentionMasks(None, ranges=tuple((s * tokens_per_chunk, e * tokens_per_chunk)
-                                                          for s, e in key_ranges))
-            if context_free:  # in flight: among the chunks in flight; admitted clean chunks: block-causal
-                admitted = kv_cache.pending_chunks
-                masks = SelfAttentionMasks(None, context_free, ranges=masks.ranges, free_ranges=tuple(
-                    ((0 if i < admitted else admitted) * tokens_per_chunk, (i + 1) * tokens_per_chunk)
-                    for i in range(input_chunks)))
-        else:  # a partial last chunk (the dense block-causal mask)
-            rope, mask = self.positions(cached_frames + T, T, h, w, x.device, x.dtype)
-            masks = SelfAttentionMasks(mask)
-            if context_free:
-                admitted = kv_cache.pending_chunks * tokens_per_chunk  # the clean chunks leading the input
-                free = self.context_free_mask(mask, admitted, x.shape[1], x.dtype, x.device)  # (N, N) or None
-                masks = SelfAttentionMasks(mask, context_free, free)
-
+        rope, masks = self.attention_layout(cached_frames, T, h, w, x, key_ranges, uncached_rows)
         layers = [None] * len(self.blocks) if kv_cache is None else kv_cache.layers
         for block, text, layer_kv in zip(self.blocks, texts, layers, strict=True):
             x = block(x, cond, text, cross_mask, rope, masks, layer_kv, tokens_per_chunk, text_chunks)

@@ -165,7 +165,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         R = x.shape[0]
         extra = {} if step is None else {"step_size": torch.full((R, t.shape[1] * F), step, device=device)}
         v = dit(x.to(dtype), _per_chunk(t, F).to(dtype), ctx, ctx_mask, cache, key_ranges=ranges,
-                unconditional=torch.arange(R, device=device) >= R - no_text, **extra)
+                no_text=torch.arange(R, device=device) >= R - no_text, **extra)
         return v.float()
 
     def two_branches(x: Tensor, t: Tensor, ctx: Tensor, ctx_mask: Tensor,

@@ -166,7 +166,7 @@ def dit_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg:
         g = step_generator(cfg.train.seed, step)
         b = batches(dit, g, cfg.train.caption_dropout)
         rows = shard.rows(cfg.train.batch_size)
-        return flow_loss(lambda x, tt: dit(x, tt, b.context[rows], b.mask[rows], drop_context=b.drop[rows]),
+        return flow_loss(lambda x, tt: dit(x, tt, b.context[rows], b.mask[rows], no_text=b.drop[rows]),
                          b.data, b.t, g, rows, b.weight)
 
     return objective
