@@ -71,6 +71,30 @@ def test_autoregressive_times_properties():
     assert torch.all(t[:, -2:] < 1)  # the last chunk always has something to learn
 
 
+def test_cascade_levels_keep_the_first_noisy_chunk_at_one_draw():
+    """"sorted" makes the first chunk of a t2v sample the cleanest of K draws, so it is almost never very noisy;
+    "cascade" keeps that chunk at one draw's distribution, later chunks at most as clean as the one before."""
+    kw = dict(logit_std=1.0, shift=3.0, prefix_probs=(0.4, 0.3, 0.3))
+    levels = {name: autoregressive_times(20000, 3, 2, generator=torch.Generator().manual_seed(0), levels=name, **kw)
+              for name in ("sorted", "cascade")}
+    one_draw = autoregressive_times(20000, 1, 2, generator=torch.Generator().manual_seed(1),
+                                    **{**kw, "prefix_probs": (1.0, 0.0, 0.0)})[:, 0]
+    for t in levels.values():
+        chunk_t = t[:, ::2]
+        assert torch.all(chunk_t[:, 1:] <= chunk_t[:, :-1])  # later chunks are never cleaner
+        assert set((t == 1).sum(1).tolist()) == {0, 1, 2, 4} and torch.all(t[:, -2:] < 1)
+    t2v = (levels["cascade"] == 1).sum(1) == 0
+    very_noisy = (one_draw < 0.1).float().mean()
+    assert abs((levels["cascade"][t2v, 0] < 0.1).float().mean() - very_noisy) < 0.02
+    first_v2v = levels["cascade"][(levels["cascade"][:, :2] == 1).all(1) & (levels["cascade"][:, 2] < 1), 2]
+    assert abs((first_v2v < 0.1).float().mean() - very_noisy) < 0.02  # after a prefix chunk too
+    assert (levels["sorted"][t2v, 0] < 0.1).float().mean() < very_noisy / 10
+    # the default stays the sorted draws the shipped weights were trained with
+    default = autoregressive_times(50, 3, 2, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(default, autoregressive_times(50, 3, 2, generator=torch.Generator().manual_seed(0),
+                                                     levels="sorted", **kw))
+
+
 def test_i2v_samples_condition_on_the_still_image_latent():
     from magi.training.objectives import _dit_batches
 

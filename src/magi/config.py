@@ -256,6 +256,9 @@ class TrainConfig:
     prefix_probs: tuple[float, ...] = (0.3, 0.2, 0.5)  # no prefix (t2v), one frame (i2v), whole chunks (v2v)
     t_logit_std: float = 1.0  # noise levels: sigmoid(N(0, std)) then shifted (see flow.matching)
     t_shift: float = 3.0
+    # How the chunks' noise levels are ordered (magi.flow.matching.autoregressive_times): "sorted" (chunk 0 the
+    # cleanest draw) or "cascade" (the first chunk after the prefix keeps the distribution of one draw)
+    chunk_levels: Literal["sorted", "cascade"] = "sorted"
     # Extra loss weight where something moves (1 + motion_weight there, 1 elsewhere; DiT: latent cells, VAE:
     # pixels): a plain mean counts every position alike, though the objects are a few percent of a frame
     motion_weight: float = 0.0
@@ -273,6 +276,7 @@ class TrainConfig:
         _require(self.clip_chunks >= 1, "train.clip_chunks must be >= 1")
         _require(self.motion_weight >= 0, "train.motion_weight must be >= 0")
         _require(self.latent_noise >= 0, "train.latent_noise must be >= 0")
+        _require(self.chunk_levels in ("sorted", "cascade"), "train.chunk_levels must be sorted|cascade")
 
 
 CompileScope = Literal["none", "dit", "blocks"]  # RunConfig.compile: nothing, the whole DiT, or each block

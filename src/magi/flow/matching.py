@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from magi.flow.schedule import shift_time
+
+ChunkLevels = Literal["sorted", "cascade"]  # see autoregressive_times
 
 
 @dataclass(frozen=True)
@@ -37,20 +40,30 @@ def interpolate(data: Tensor, noise: Tensor, t: Tensor) -> PathSample:
 
 
 def autoregressive_times(batch: int, num_chunks: int, chunk_frames: int, *, logit_std: float, shift: float,
-                         prefix_probs: tuple[float, float, float], generator: torch.Generator) -> Tensor:
+                         prefix_probs: tuple[float, float, float], generator: torch.Generator,
+                         levels: ChunkLevels = "sorted") -> Tensor:
     """Per-frame noise levels (B, K * F) for MAGI-1-style autoregressive training.
 
-    Each chunk draws t = shift(sigmoid(N(0, logit_std))); the draws are sorted so that later chunks are
-    noisier (as in the sampler's pipelined window). A clean prefix (t = 1) is drawn per sample with
-    ``prefix_probs`` = (none: t2v, one latent frame: i2v, 1..K-1 whole chunks: v2v), so one model
-    learns all three modes.
+    Each chunk draws t = shift(sigmoid(N(0, logit_std))), and later chunks are kept noisier than earlier ones
+    (as in the sampler's pipelined window). A clean prefix (t = 1) is drawn per sample with ``prefix_probs`` =
+    (none: t2v, one latent frame: i2v, 1..K-1 whole chunks: v2v), so one model learns all three modes.
+
+    ``levels``: how the draws are ordered. "sorted": sorted, chunk 0 the cleanest of the K draws, so the first
+    chunk of a t2v or i2v sample is rarely very noisy (P(t < 0.1) is about 0.14**3 at shift 3).
+    "cascade": a running minimum from the first chunk after the prefix on, so that chunk keeps the plain
+    distribution of one draw, as the first chunk generated from noise at inference has.
     """
     u = torch.sigmoid(torch.randn(batch, num_chunks, generator=generator) * logit_std)
-    t = shift_time(u, shift).sort(dim=1, descending=True).values  # (B, K), chunk 0 cleanest
-    t = t.repeat_interleave(chunk_frames, dim=1)  # (B, K * F)
+    t = shift_time(u, shift)  # (B, K)
     kind = torch.multinomial(torch.tensor(prefix_probs), batch, replacement=True, generator=generator)
     whole = torch.randint(1, max(num_chunks, 2), (batch,), generator=generator) * chunk_frames
     prefix = torch.where(kind == 0, 0, torch.where(kind == 1, 1, whole.clamp(max=(num_chunks - 1) * chunk_frames)))
+    if levels == "sorted":
+        t = t.sort(dim=1, descending=True).values  # chunk 0 cleanest
+    else:
+        clean_chunks = torch.arange(num_chunks)[None] < (prefix // chunk_frames)[:, None]  # (B, K)
+        t = torch.where(clean_chunks, torch.ones_like(t), t).cummin(dim=1).values
+    t = t.repeat_interleave(chunk_frames, dim=1)  # (B, K * F)
     frames = torch.arange(num_chunks * chunk_frames)
     return torch.where(frames[None] < prefix[:, None], torch.ones_like(t), t)
 

@@ -142,7 +142,8 @@ def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: 
         context, mask = pad_context(contexts[index], context_masks[index], dit.cfg.context_max_length)
         drop = torch.rand(tc.batch_size, generator=g) < caption_dropout  # (B,) rows trained without text
         t = autoregressive_times(tc.batch_size, tc.clip_chunks, F, logit_std=tc.t_logit_std, shift=tc.t_shift,
-                                 prefix_probs=tc.prefix_probs, generator=g)
+                                 prefix_probs=tc.prefix_probs, generator=g,
+                                 levels=tc.chunk_levels)
         if stills is not None:
             image = (t[:, 0] == 1) & (t[:, 1] < 1) & (start == 0)  # i2v samples at the start of a clip
             data[:, :, :1] = torch.where(image[:, None, None, None, None], stills[index], data[:, :, :1])
