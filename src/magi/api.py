@@ -29,20 +29,6 @@ Prompt = str | Mapping[int, str] | Sequence[str]  # one prompt, {first chunk: pr
 Media = str | os.PathLike | np.ndarray
 
 
-def resolve_model(model: str, overrides: Sequence[str] = ()) -> RunConfig:
-    """A preset name, ``builtin:<name>`` or a checkpoint folder (its config.json) -> the run config, with
-    ``section.key=value`` overrides applied."""
-    from magi.presets import PRESETS, get_preset
-
-    if model in PRESETS:
-        cfg = get_preset(model)
-    else:
-        from magi.io.weights import load_checkpoint_config
-
-        cfg = load_checkpoint_config(model)
-    return apply_overrides(cfg, list(overrides))
-
-
 def resolve_run(preset: str | None = None, checkpoint: str | None = None, steps: int | None = None,
                 overrides: Sequence[str] = ()) -> RunConfig:
     """The one config resolution of every command: a preset (the architecture), a checkpoint (its config,
@@ -62,7 +48,9 @@ def resolve_run(preset: str | None = None, checkpoint: str | None = None, steps:
     if preset or not checkpoint:
         cfg = get_preset(preset or default_preset(steps))  # an unknown name: one line listing the presets
     else:
-        cfg = resolve_model(str(checkpoint))
+        from magi.io.weights import load_checkpoint_config
+
+        cfg = load_checkpoint_config(str(checkpoint))
     if checkpoint:
         cfg = dataclasses.replace(cfg, weights=str(checkpoint))
     return apply_overrides(cfg, [*([f"sampler.steps={steps}"] if steps is not None else []), *overrides])
@@ -80,12 +68,13 @@ class Magi:
     @classmethod
     def load(cls, model: str | None = None, *, device: str | None = None, dtype: str | None = None,
              steps: int | None = None, overrides: Sequence[str] = ()) -> Magi:
-        """``model``: a preset (default: the shipped one), ``builtin:<name>`` or a checkpoint folder."""
-        from magi.presets import default_preset
+        """``model``: a preset (default: the shipped one, or its student for fewer steps), ``builtin:<name>`` or a
+        checkpoint folder; resolved as every command resolves its config (``resolve_run``)."""
+        from magi.presets import PRESETS
 
+        preset = model if model is None or model in PRESETS else None
         extra = [f"device={device}"] * bool(device) + [f"dtype={dtype}"] * bool(dtype)
-        extra += [f"sampler.steps={steps}"] * (steps is not None)
-        return cls(resolve_model(model or default_preset(steps), [*extra, *overrides]))
+        return cls(resolve_run(preset, None if preset or model is None else model, steps, [*extra, *overrides]))
 
     @property
     def fps(self) -> int:
@@ -178,4 +167,4 @@ def split_prompt(prompt: Prompt) -> tuple[str, tuple[tuple[int, str], ...]]:
     return pairs[0][1], tuple(pairs[1:])
 
 
-__all__ = ["Magi", "resolve_model", "split_prompt"]
+__all__ = ["Magi", "resolve_run", "split_prompt"]

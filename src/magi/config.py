@@ -228,6 +228,9 @@ class VideoConfig:
                  "video sizes must be positive")
 
 
+ChunkLevels = Literal["sorted", "cascade"]  # TrainConfig.chunk_levels (magi.flow.matching.autoregressive_times)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """One training run of the VAE or the DiT (the loop is the same; the objective differs)."""
@@ -258,7 +261,7 @@ class TrainConfig:
     t_shift: float = 3.0
     # How the chunks' noise levels are ordered (magi.flow.matching.autoregressive_times): "sorted" (chunk 0 the
     # cleanest draw) or "cascade" (the first chunk after the prefix keeps the distribution of one draw)
-    chunk_levels: Literal["sorted", "cascade"] = "sorted"
+    chunk_levels: ChunkLevels = "sorted"
     # Extra loss weight where something moves (1 + motion_weight there, 1 elsewhere; DiT: latent cells, VAE:
     # pixels): a plain mean counts every position alike, though the objects are a few percent of a frame
     motion_weight: float = 0.0
@@ -276,7 +279,8 @@ class TrainConfig:
         _require(self.clip_chunks >= 1, "train.clip_chunks must be >= 1")
         _require(self.motion_weight >= 0, "train.motion_weight must be >= 0")
         _require(self.latent_noise >= 0, "train.latent_noise must be >= 0")
-        _require(self.chunk_levels in ("sorted", "cascade"), "train.chunk_levels must be sorted|cascade")
+        _require(self.chunk_levels in typing.get_args(ChunkLevels),
+                 f"train.chunk_levels={self.chunk_levels!r} is not {'|'.join(typing.get_args(ChunkLevels))}")
 
 
 CompileScope = Literal["none", "dit", "blocks"]  # RunConfig.compile: nothing, the whole DiT, or each block

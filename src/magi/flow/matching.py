@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
+from magi.config import ChunkLevels
 from magi.flow.schedule import shift_time
-
-ChunkLevels = Literal["sorted", "cascade"]  # see autoregressive_times
 
 
 @dataclass(frozen=True)

@@ -373,13 +373,15 @@ class DiT(nn.Module):
         F = self.cfg.chunk_frames
         tokens_per_chunk = F * h * w
         input_chunks, cached_chunks = T // F, cached_frames // F
-        if key_ranges is not None and (T % F or len(key_ranges) != input_chunks or any(
-                not 0 <= s < e <= cached_chunks + input_chunks for s, e in key_ranges)):
+
+        def valid(ranges: Sequence[tuple[int, int]], key_chunks: int) -> bool:  # one non-empty range per input chunk
+            return T % F == 0 and len(ranges) == input_chunks and all(0 <= s < e <= key_chunks for s, e in ranges)
+
+        if key_ranges is not None and not valid(key_ranges, cached_chunks + input_chunks):
             raise ValueError(f"key_ranges {list(key_ranges)} for {input_chunks} input chunks over "
                              f"{cached_chunks + input_chunks} key chunks (one non-empty range each)")
-        if uncached_rows is not None and (T % F or not 0 < uncached_rows.rows < x.shape[0] or
-                                          len(uncached_rows.ranges) != input_chunks or any(
-                                              not 0 <= s < e <= input_chunks for s, e in uncached_rows.ranges)):
+        if uncached_rows is not None and not (0 < uncached_rows.rows < x.shape[0] and
+                                              valid(uncached_rows.ranges, input_chunks)):
             raise ValueError(f"uncached_rows {uncached_rows} for {x.shape[0]} rows of {input_chunks} input chunks "
                              "(fewer rows than the batch, one non-empty range of whole input chunks each)")
         if T % F:  # a partial last chunk: the dense block-causal mask

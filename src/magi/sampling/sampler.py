@@ -151,16 +151,16 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     shortcut = cfg.solver == "shortcut"  # the model is told the step size it is predicting for
 
     def model(x: Tensor, t: Tensor, ctx: Tensor, mask: Tensor, text_kv: TextKV, kv: ChunkKVCache | None,
-              d: Tensor | None = None, text: bool = True, n_lead: int = 0) -> Tensor:
+              d: Tensor | None = None, text: bool = True, lead_chunks: int = 0) -> Tensor:
         """One forward of x (B rows) repeated for every row group of ``ctx``; ``text``: the first group has it;
-        ``n_lead``: the clean chunks that lead x (admitted to the cache)."""
+        ``lead_chunks``: the clean chunks that lead x (admitted to the cache)."""
         reps = ctx.shape[0] // x.shape[0]
         extra = {"step_size": d.repeat(reps, 1).to(dtype)} if shortcut and d is not None else {}
         if guided:  # which rows are guidance's no-text branch (MAGI-1's adaLN token depends on it)
             extra["no_text"] = torch.arange(ctx.shape[0], device=device) >= (x.shape[0] if text else 0)
         if reps == 3:  # the last B rows: the chunks in flight among themselves, the admitted ones block-causal
             extra["uncached_rows"] = UncachedRows(x.shape[0], tuple(
-                (0 if i < n_lead else n_lead, i + 1) for i in range(x.shape[2] // F)))
+                (0 if i < lead_chunks else lead_chunks, i + 1) for i in range(x.shape[2] // F)))
         v = dit(x.repeat(reps, 1, 1, 1, 1).to(dtype), t.repeat(reps, 1).to(dtype), ctx.to(dtype), mask, kv,
                 text_kv=text_kv, **extra)
         return v.float()
@@ -170,7 +170,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         cache.admit(len(history))
         clean = torch.cat(history, dim=2)
         model(clean, torch.full((B, clean.shape[2]), 1.0, device=device), *texts.rows(len(history), [], with_context),
-              cache, n_lead=len(history))
+              cache, lead_chunks=len(history))
         cache.commit()
         history = []
     state: dict[int, Tensor] = {}
@@ -193,7 +193,7 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         has_context = n_lead > 0 or num_open > 0 or (cache is not None and cache.num_chunks > 0)
         branches = with_context if has_context else 2 if guided else 1
         v = model(torch.cat([*lead, x], dim=2), t_in, *texts.rows(len(lead), step.chunks, branches), cache,
-                  d_in, n_lead=len(lead))[:, :, n_lead:]
+                  d_in, lead_chunks=len(lead))[:, :, n_lead:]
         if cache is not None:
             cache.commit()
         uncond = None  # text_and_prefix guidance's third branch, once there is context to guide towards

@@ -142,8 +142,7 @@ def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: 
         context, mask = pad_context(contexts[index], context_masks[index], dit.cfg.context_max_length)
         drop = torch.rand(tc.batch_size, generator=g) < caption_dropout  # (B,) rows trained without text
         t = autoregressive_times(tc.batch_size, tc.clip_chunks, F, logit_std=tc.t_logit_std, shift=tc.t_shift,
-                                 prefix_probs=tc.prefix_probs, generator=g,
-                                 levels=tc.chunk_levels)
+                                 prefix_probs=tc.prefix_probs, generator=g, levels=tc.chunk_levels)
         if stills is not None:
             image = (t[:, 0] == 1) & (t[:, 1] < 1) & (start == 0)  # i2v samples at the start of a clip
             data[:, :, :1] = torch.where(image[:, None, None, None, None], stills[index], data[:, :, :1])
@@ -194,12 +193,10 @@ def distill_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, 
         data, context, mask, t = b.data, b.context, b.mask, b.t
         n = tc.shortcut_steps[step % len(tc.shortcut_steps)]
         t_all, d1, d2 = grid_steps(t, n, sampler.shift)  # (B, T) each
-        # context noise: the clean frames are seen at their own levels, off the grid, and take no step
-        t_seen = t_all
         noise = torch.randn(data.shape, generator=g).to(data)  # the global batch's draw, then this rank's rows
         rows = shard.rows(tc.batch_size)
-        x = interpolate(data, noise, t_seen).x_t[rows]
-        t_k, d1, d2, context, mask = t_seen[rows], d1[rows], d2[rows], context[rows], mask[rows]
+        x = interpolate(data, noise, t_all).x_t[rows]
+        t_k, d1, d2, context, mask = t_all[rows], d1[rows], d2[rows], context[rows], mask[rows]
         with torch.no_grad():
             if n == finest:
                 null, null_mask = teacher.unconditional_context(x.shape[0], context.shape[1])
