@@ -80,10 +80,30 @@ def test_block_offload_and_kv_offload_give_the_same_video():
     offloaded_run = dataclasses.replace(run, offload="blocks",
                                         sampler=dataclasses.replace(run.sampler, kv_offload=True))
     pipe = build_pipeline(offloaded_run)
-    hooks = [len(block._forward_pre_hooks) for block in pipe.dit.blocks]
-    assert hooks == [1] * len(pipe.dit.blocks)
+    layers = [m for m in pipe.dit.blocks.modules() if m._parameters]
+    assert layers and all(len(m._forward_pre_hooks) == 1 and m.weight.device.type == "cpu" for m in layers)
     offloaded = np.concatenate(list(generate_frames(pipe, request)))
     assert np.array_equal(offloaded, plain)
+
+
+@pytest.mark.parametrize("use_kv_cache", [True, False])
+def test_offloaded_blocks_run_every_entry_point_on_the_model_device(use_kv_cache):
+    """Blocks kept on the host and run on the meta device: a weight used outside the block's forward (the
+    text keys and values that the sampler computes once) would still be on the host, and fail here."""
+    from magi.offload import offload_blocks
+
+    dit = DiT(get_preset("tiny").dit).eval()
+    blocks, dit.blocks = dit.blocks, torch.nn.ModuleList()
+    dit = dit.to(META)  # all but the blocks
+    dit.blocks = blocks
+    offload_blocks(dit, META)
+    sampler = dataclasses.replace(get_preset("tiny").sampler, guidance="text_and_prefix")
+    context, mask = torch.zeros(2, 5, 384, device=META), torch.ones(2, 5, dtype=torch.bool, device=META)
+    prefix = Prefix(torch.zeros(2, 8, 7, 8, 8, device=META))
+    chunks = list(iter_generate(dit, sampler, context, mask, num_chunks=3, latent_shape=(8, 8, 8), prefix=prefix,
+                                use_kv_cache=use_kv_cache))
+    assert len(chunks) == 3 and all(chunk.device == META for chunk in chunks)
+    assert all(p.device.type == "cpu" for p in dit.blocks.parameters())  # the host copies, between forwards
 
 
 def test_offloaded_block_holds_only_its_host_copy_between_forwards():
@@ -99,6 +119,9 @@ def test_offloaded_block_holds_only_its_host_copy_between_forwards():
         after = dit(x, t, ctx)
     assert torch.equal(before, after)
     assert all(p.data_ptr() == host[name] for name, p in dit.blocks[0].named_parameters())
+    # each block's host copies are views into one buffer (one pinned allocation per block on a GPU)
+    assert all(len({p.untyped_storage().data_ptr() for p in block.parameters()}) == 1 for block in dit.blocks)
+    assert len({block.qkv.weight.untyped_storage().data_ptr() for block in dit.blocks}) == len(dit.blocks)
 
 
 def test_streamed_load_places_and_casts_each_tensor(tmp_path):

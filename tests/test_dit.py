@@ -155,6 +155,28 @@ def test_kv_cache_window_drops_oldest(model, dit_cfg):
     assert not torch.allclose(windowed, reference, atol=1e-4)  # the window really hides chunk 0
 
 
+@torch.no_grad()
+def test_kv_cache_stores_each_chunk_once_and_drops_without_copying(model, dit_cfg):
+    """A store copies only the newly clean chunks, a drop copies nothing: memory is the kept chunks."""
+    latents, t, context = inputs(dit_cfg, frames=8)
+    F, tokens = dit_cfg.chunk_frames, None
+    t[:] = 1.0
+    cache = ChunkKVCache(num_layers=dit_cfg.depth, max_chunks=2)
+    kept = []
+    for chunk in range(4):
+        cache.admit(1)
+        model(latents[:, :, chunk * F:(chunk + 1) * F], t[:, chunk * F:(chunk + 1) * F], context, kv_cache=cache)
+        cache.commit()
+        layer = cache.layers[0]
+        tokens = tokens or layer.chunks[0][0].shape[2]
+        assert [len(layer.chunks), cache.num_chunks] == [min(chunk + 1, 2)] * 2
+        assert all(pair[0].shape[2] == tokens and pair[0].is_contiguous() for pair in layer.chunks)
+        assert all(a is b for a, b in zip(layer.chunks, kept[-1:]))  # the kept chunk is the same tensor
+        kept.append(layer.chunks[-1])
+    per_chunk = sum(k.numel() * k.element_size() * 2 for k, _ in (layer.chunks[0] for layer in cache.layers))
+    assert cache.nbytes() == 2 * per_chunk
+
+
 def test_text_changes_output(model, dit_cfg):
     latents, t, context = inputs(dit_cfg)
     null, mask = model.unconditional_context(2)

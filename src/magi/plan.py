@@ -111,10 +111,13 @@ def plan(cfg: RunConfig, devices: int) -> MemoryPlan:
     tokens = -(-rows * chunks * tpc // devices)  # token rows of the largest forward, this device's share
     q_dim, kv_dim = d.num_heads * d.head_dim, d.num_kv_heads * d.head_dim
     ffn = d.ffn_dim * (2 if d.gated_ffn else 1)
-    # values per token at the block's two peaks: the attention (x, its norm, q k v before and after norm and
+    # bytes per token at the block's two peaks: the attention (x, its norm, q k v before and after norm and
     # RoPE, cross q, self and cross outputs and their concatenation, the projection) and the FFN (x, its
-    # norm, the hidden layer before and after the activation)
-    per_token = max(3 * d.dim + 2 * (q_dim + 2 * kv_dim) + 5 * q_dim, 3 * d.dim + 2 * ffn)
+    # norm, the hidden layer before and after the activation); with fp8 on a GPU the FFN's output linear also
+    # holds its input (the hidden layer) as float32 and as fp8 while it quantizes it
+    fp8_input = d.ffn_dim * (FLOAT32 + 1) if cfg.quant.mode == "fp8" else 0
+    per_token_bytes = max((3 * d.dim + 2 * (q_dim + 2 * kv_dim) + 5 * q_dim) * act,
+                          (3 * d.dim + 2 * ffn) * act + fp8_input)
     weights, block = dit_weight_bytes(cfg)
     params = dit_parameter_count(cfg)
     kv_per_chunk = tpc * d.depth * 2 * kv_dim * act // devices  # one row's K/V of one chunk, all layers
@@ -131,7 +134,7 @@ def plan(cfg: RunConfig, devices: int) -> MemoryPlan:
     device = {
         "DiT weights" + (" (blocks on the host: one on the device)" if cfg.offload == "blocks" else ""):
             (weights - block * d.depth + block) if cfg.offload == "blocks" else weights,
-        "activations (largest forward, one block)": tokens * per_token * act,
+        "activations (largest forward, one block)": tokens * per_token_bytes,
         "attention (keys of one layer, widest range)": attention,
         "KV cache" + (" (offloaded: one layer's visible part)" if s.kv_offload else ""):
             (widest * rows * tpc * 2 * kv_dim * act // devices) if s.kv_offload else kv_cache,
@@ -141,11 +144,17 @@ def plan(cfg: RunConfig, devices: int) -> MemoryPlan:
     host = {}
     if cfg.text.device == "cpu":
         host["text encoder (float32)"] = (T5_XXL_ENCODER_PARAMS if cfg.text.kind == "t5" else 0) * FLOAT32
-    if s.kv_offload:
-        host["KV cache"] = kv_cache * devices
-    if cfg.offload == "blocks":
-        host["DiT blocks"] = block * d.depth
+    if s.kv_offload:  # pinned host blocks, one per layer, chunk and K or V, each rounded up to a power of two
+        # by PyTorch's pinned-memory allocator (and reused as chunks come and go)
+        block_bytes = cache_rows * tpc * kv_dim * act // devices
+        host["KV cache (pinned, per-chunk blocks)"] = cached_chunks * d.depth * 2 * _power_of_two(block_bytes) * devices
+    if cfg.offload == "blocks":  # one pinned buffer per block, rounded up to a power of two
+        host["DiT blocks"] = _power_of_two(block) * d.depth
     return MemoryPlan(devices, params, tpc, rows, chunks, device, host)
+
+
+def _power_of_two(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
 
 
 def _vae_params(cfg: RunConfig, published: bool) -> int:

@@ -21,29 +21,44 @@ from torch import Tensor
 
 @dataclass(eq=False)
 class LayerKV:
-    """One attention layer's cached keys and values (B, Hkv, tokens, Dh), and the cache whose chunk counts
-    they follow. A layer writes only its own tensors and reads the cache's counts (set by ``admit`` and
-    ``commit``, never by a layer): blocks need no index into the cache (so every block can run one compiled
-    graph)."""
+    """One attention layer's cached keys and values, one (keys, values) pair (B, Hkv, tokens, Dh) per stored
+    chunk, and the cache whose chunk counts they follow. A layer writes only its own chunks and reads the
+    cache's counts (set by ``admit`` and ``commit``, never by a layer): blocks need no index into the cache (so
+    every block can run one compiled graph). Chunk by chunk, a store copies only the new chunks and a drop
+    copies nothing, and host memory (pinned blocks, reused as chunks come and go) stays at the kept chunks."""
 
     cache: ChunkKVCache = field(repr=False)
-    keys: Tensor | None = None
-    values: Tensor | None = None
+    chunks: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+
+    @property
+    def keys(self) -> Tensor | None:
+        return torch.cat([k for k, _ in self.chunks], dim=2) if self.chunks else None  # (B, Hkv, Nc, Dh)
+
+    @property
+    def values(self) -> Tensor | None:
+        return torch.cat([v for _, v in self.chunks], dim=2) if self.chunks else None
 
     def extend(self, k: Tensor, v: Tensor, tokens_per_chunk: int) -> tuple[Tensor, Tensor]:
         """Return cached + new keys/values; stage the pending clean chunks for storage."""
         cache = self.cache  # read only: the cache's chunk counts say what is visible and what to store
-        visible = cache.num_chunks * tokens_per_chunk
-        if self.keys is not None and self.values is not None:
-            reps = k.shape[0] // self.keys.shape[0]  # > 1: one cache read by every branch (writer_rows)
-            cached_k, cached_v = (t[:, :, :visible].to(k.device, non_blocking=True) for t in (self.keys, self.values))
-            k = torch.cat([cached_k.repeat(reps, 1, 1, 1), k], dim=2)  # (B, Hkv, Nc + N, Dh)
-            v = torch.cat([cached_v.repeat(reps, 1, 1, 1), v], dim=2)
-        if cache.pending_chunks:  # a copy: the chunks in flight behind them are not kept alive
-            stored = visible + cache.pending_chunks * tokens_per_chunk
+        visible = self.chunks[: cache.num_chunks]
+        if visible:
+            reps = k.shape[0] // visible[0][0].shape[0]  # > 1: one cache read by every branch (writer_rows)
+            k, v = (self._with_cached([pair[i] for pair in visible], new, reps) for i, new in enumerate((k, v)))
+        if cache.pending_chunks:  # copies: the chunks in flight behind them are not kept alive
             rows = slice(None) if cache.writer_rows is None else slice(*cache.writer_rows)
-            self.keys, self.values = (cache.store(t[rows, :, :stored]) for t in (k, v))
+            starts = range(len(visible) * tokens_per_chunk, (len(visible) + cache.pending_chunks) * tokens_per_chunk,
+                           tokens_per_chunk)
+            self.chunks = visible + [tuple(cache.store(t[rows, :, s:s + tokens_per_chunk]) for t in (k, v))
+                                     for s in starts]
         return k, v
+
+    @staticmethod
+    def _with_cached(cached: list[Tensor], new: Tensor, reps: int) -> Tensor:
+        cached = [c.to(new.device, non_blocking=True) for c in cached]
+        if reps > 1:
+            cached = [torch.cat(cached, dim=2).repeat(reps, 1, 1, 1)]
+        return torch.cat([*cached, new], dim=2)  # (B, Hkv, Nc + N, Dh)
 
 
 @dataclass(eq=False)
@@ -72,7 +87,7 @@ class ChunkKVCache:
     def store(self, t: Tensor) -> Tensor:
         """A contiguous copy of ``t`` where the cache keeps its tensors."""
         if not self.offload or t.device.type == "cpu":
-            return t.contiguous()
+            return t.clone(memory_format=torch.contiguous_format)  # a copy even where the slice is contiguous
         host = torch.empty(t.shape, dtype=t.dtype, pin_memory=t.device.type == "cuda")
         return host.copy_(t)
 
@@ -83,10 +98,7 @@ class ChunkKVCache:
         drop = max(0, self.num_chunks - self.max_chunks)
         if drop:
             for layer in self.layers:
-                if layer.keys is not None and layer.values is not None:
-                    start = drop * (layer.keys.shape[2] // self.num_chunks)  # the oldest chunks' tokens
-                    layer.keys = layer.keys[:, :, start:].contiguous()
-                    layer.values = layer.values[:, :, start:].contiguous()
+                layer.chunks = layer.chunks[drop:]  # the oldest
             self.num_chunks -= drop
 
     def reset(self) -> None:
@@ -95,5 +107,4 @@ class ChunkKVCache:
         self.layers = [LayerKV(self) for _ in range(self.num_layers)]
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for layer in self.layers for t in (layer.keys, layer.values)
-                   if t is not None)
+        return sum(t.numel() * t.element_size() for layer in self.layers for pair in layer.chunks for t in pair)
