@@ -119,3 +119,36 @@ def test_cli(tmp_path):
     assert (tmp_path / "settings.json").is_file()
     assert main(["data", "--out", str(tmp_path), "--train", "1", "--size", "5", "--no-progress"]) == 2
     assert main(["data", "--physics-iq-mini", str(tmp_path / "m"), "--profile", "huge", "--no-progress"]) == 2
+
+
+def test_camera_moves_the_view_and_changes_the_background_only():
+    from magi.physics.render import Camera
+    from magi.physics.world import FLOOR_COLOR, FLOOR_Y, VIEW_SIZE
+
+    trace = simulate(FAMILIES["ball-bounce"].build(FAMILIES["ball-bounce"].sample(np.random.default_rng(0))), 4)
+    size, dy = 64, 32.0
+    usual = render_views(trace, size, (1,))[0]
+    moved = render_views(trace, size, (1,), Camera(dy=dy, background=(20, 30, 50)))[0]
+    k = size / VIEW_SIZE
+    floor_row = round(FLOOR_Y * k)  # the floor's first row, 56 of 64
+    assert (usual[:, floor_row + 1:] == FLOOR_COLOR).all() and (usual[:, floor_row - 2] != FLOOR_COLOR).any()
+    moved_row = round((FLOOR_Y - dy) * k)  # 8 rows higher, and floor down to the bottom edge
+    assert (moved[:, moved_row + 1:] == FLOOR_COLOR).all() and (moved[:, moved_row - 2] != FLOOR_COLOR).any()
+    assert (moved[:, 0, 0] == (20, 30, 50)).all() and (usual[:, 0, 0] == BACKGROUND).all()
+    # what is above the floor is the same picture, moved up by dy (the background recoloured)
+    shift = round(dy * k)
+    same = (usual[:, shift:floor_row] == BACKGROUND).all(-1) == (moved[:, :moved_row] == (20, 30, 50)).all(-1)
+    assert same.mean() > 0.99
+
+
+def test_camera_variation_changes_train_clips_only_and_keeps_the_rest_byte_identical(tmp_path):
+    plain = write_split(tmp_path / "a", "train", 12, seed=0, frames=4, size=32)
+    varied = write_split(tmp_path / "b", "train", 12, seed=0, frames=4, size=32, camera_variation=0.5)
+    (a, captions_a), (b, captions_b) = load_split(tmp_path / "a", "train"), load_split(tmp_path / "b", "train")
+    metas = json.loads((varied / "meta.json").read_text())["clips"]
+    moved = [i for i, m in enumerate(metas) if "camera" in m]
+    assert captions_a == captions_b and 0 < len(moved) < 12
+    assert all(np.array_equal(a[i], b[i]) != (i in moved) for i in range(12))
+    assert "camera" not in json.loads((plain / "meta.json").read_text())["clips"][0]
+    with pytest.raises(InputError, match="camera variation"):
+        write_split(tmp_path / "c", "train", 1, seed=0, frames=4, size=32, camera_variation=1.5)

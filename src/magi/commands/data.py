@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--camera-variation", type=float, default=0.0, metavar="P",
+                   help="share of the train clips shown with the view moved up or down and another background "
+                        "(for i2v from images not framed like the simulator's); dev and test stay as usual")
     p.add_argument("--profile", default="mini", help="Physics-IQ-mini profile: mini (64x64, 24+40) or tiny")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -40,10 +43,11 @@ def run(args: argparse.Namespace) -> int:
     counts = {"train": args.train, "dev": args.dev, "test": args.test}
     if any(n < 0 for n in counts.values()):
         raise InputError(f"clip counts must be >= 0, got {counts}")
-    settings = {"seed": args.seed, "frames": args.frames, "size": args.size, "workers": args.workers, **counts}
+    settings = {"seed": args.seed, "frames": args.frames, "size": args.size, "workers": args.workers,
+                "camera_variation": args.camera_variation, **counts}
     for split, n in counts.items():
         write_split(args.out, split, n, seed=args.seed, frames=args.frames, size=args.size, workers=args.workers,
-                    progress=progress)
+                    progress=progress, camera_variation=args.camera_variation if split == "train" else 0.0)
     (args.out / "settings.json").write_text(json.dumps(settings, indent=2))
     print(f"wrote {sum(counts.values())} clips to {args.out} in {time.perf_counter() - start:.1f}s")
     return 0

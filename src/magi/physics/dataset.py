@@ -22,7 +22,7 @@ from magi.errors import InputError
 from magi.io.atomic import atomic_path, atomic_write_text
 from magi.physics.captions import caption
 from magi.physics.families import FAMILIES, MINI_COUNTS, TRAIN_WEIGHTS
-from magi.physics.render import check_size, render_views
+from magi.physics.render import Camera, check_size, render_views
 from magi.physics.world import FPS, SUBSTEPS, simulate
 
 SPLIT_CODES = {"train": 1, "dev": 2, "test": 3}
@@ -30,6 +30,9 @@ MINI_CODE = 4
 CLIPS_PER_SHARD = 128
 RESERVED_TEST_CLIPS = 2048
 MAX_ATTEMPTS = 64
+CAMERA_CODE = 7  # the extra seed word of a clip's camera draws: clips shown as usual stay byte-identical
+CAMERA_DY = (-16.0, 40.0)  # world units the view moves down: the floor from 0.94 to 0.72 of the frame height
+CAMERA_GREY, CAMERA_TINT = (22, 62), 6  # background grey levels (objects are >= 100) and per-channel tint
 FAMILY_NAMES = tuple(TRAIN_WEIGHTS)
 FAMILY_P = np.array([TRAIN_WEIGHTS[n] for n in FAMILY_NAMES]) / sum(TRAIN_WEIGHTS.values())
 
@@ -74,9 +77,18 @@ def reserved_hashes(seed: int) -> frozenset[str]:
     return frozenset(hashes)
 
 
-def make_clip(index: int, *, split: str, seed: int, frames: int, size: int,
-              reserved: frozenset[str]) -> tuple[np.ndarray, str, dict]:
-    """Clip ``index`` of a split: (T, size, size, 3) uint8 frames, its caption and its metadata."""
+def random_camera(rng: np.random.Generator) -> Camera:
+    """A view moved up or down and another background, so that a model also follows frames that are not framed
+    like the simulator's (i2v from drawn or photographed scenes)."""
+    grey = int(rng.integers(*CAMERA_GREY))
+    tint = rng.integers(-CAMERA_TINT, CAMERA_TINT + 1, 3)
+    return Camera(dy=round(float(rng.uniform(*CAMERA_DY)), 2), background=tuple(int(grey + t) for t in tint))
+
+
+def make_clip(index: int, *, split: str, seed: int, frames: int, size: int, reserved: frozenset[str],
+              camera_variation: float = 0.0) -> tuple[np.ndarray, str, dict]:
+    """Clip ``index`` of a split: (T, size, size, 3) uint8 frames, its caption and its metadata. With
+    ``camera_variation`` p, a share p of the clips is shown through a :func:`random_camera`."""
     for attempt in range(MAX_ATTEMPTS):
         family, params, view = draw_config(np.random.default_rng([SPLIT_CODES[split], seed, index, attempt]))
         digest = config_hash(family, params)
@@ -85,17 +97,24 @@ def make_clip(index: int, *, split: str, seed: int, frames: int, size: int,
     else:
         raise RuntimeError(f"clip {index}: every draw collided with a test configuration")
     trace = simulate(FAMILIES[family].build(params), frames)
-    clip = render_views(trace, size, (view,))[0]
+    camera_rng = np.random.default_rng([SPLIT_CODES[split], seed, index, attempt, CAMERA_CODE])
+    camera = random_camera(camera_rng) if camera_rng.random() < camera_variation else Camera()
+    clip = render_views(trace, size, (view,), camera)[0]
     meta = {"family": family, "category": FAMILIES[family].category, "view": view, "params": params,
             "hash": digest, "attempt": attempt}
+    if camera != Camera():
+        meta["camera"] = {"dy": camera.dy, "background": list(camera.background)}
     return clip, caption(family, params, trace), meta
 
 
 def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: int = 64, size: int = 64,
-                workers: int = 1, progress: bool = True) -> Path:
-    """Generate ``num_clips`` clips into ``root/split`` and return that folder."""
+                workers: int = 1, progress: bool = True, camera_variation: float = 0.0) -> Path:
+    """Generate ``num_clips`` clips into ``root/split`` and return that folder (``camera_variation``: see
+    :func:`make_clip`)."""
     if split not in SPLIT_CODES:
         raise InputError(f"split must be one of {sorted(SPLIT_CODES)}, got {split!r}")
+    if not 0.0 <= camera_variation <= 1.0:
+        raise InputError(f"camera variation is a share of the clips, between 0 and 1 (got {camera_variation})")
     if num_clips < 0 or frames < 1 or workers < 1:
         raise InputError(f"need num_clips >= 0, frames >= 1, workers >= 1 (got {num_clips}, {frames}, {workers})")
     try:
@@ -107,7 +126,8 @@ def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: in
     for old in out.glob("clips-*.npz"):
         old.unlink()
     reserved = reserved_hashes(seed) if split != "test" else frozenset()
-    job = partial(make_clip, split=split, seed=seed, frames=frames, size=size, reserved=reserved)
+    job = partial(make_clip, split=split, seed=seed, frames=frames, size=size, reserved=reserved,
+                  camera_variation=camera_variation)
     captions, metas, shard = [], [], []
     num_shards = math.ceil(num_clips / CLIPS_PER_SHARD)
 
@@ -140,7 +160,7 @@ def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: in
             pool.join()
     settings = {"split": split, "num_clips": num_clips, "seed": seed, "frames": frames, "size": size, "fps": FPS,
                 "substeps": SUBSTEPS, "clips_per_shard": CLIPS_PER_SHARD, "num_shards": num_shards,
-                "reserved_test_hashes": len(reserved)}
+                "reserved_test_hashes": len(reserved), "camera_variation": camera_variation}
     atomic_write_text(out / "captions.json", json.dumps(captions, indent=0))
     atomic_write_text(out / "meta.json", json.dumps({"generator": settings, "clips": metas}))  # last: complete
     return out

@@ -6,15 +6,36 @@ The world (320x256 units) is drawn at ``scale = 4 * size / 256`` pixels per unit
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image, ImageDraw
 
-from magi.physics.world import BACKGROUND, FLOOR_Y, PALETTE, VIEW_OFFSETS, VIEW_SIZE, WORLD_H, WORLD_W, Trace
+from magi.physics.world import (
+    BACKGROUND,
+    FLOOR_COLOR,
+    FLOOR_Y,
+    PALETTE,
+    VIEW_OFFSETS,
+    VIEW_SIZE,
+    WORLD_H,
+    WORLD_W,
+    Trace,
+)
 
 SUPERSAMPLE = 4
 SHADOW_COLOR = (52, 52, 56)
 STRING_COLOR = (170, 170, 170)
 COLD, HOT = np.array((80, 110, 230), np.float64), np.array((255, 225, 70), np.float64)
+
+
+@dataclass(frozen=True)
+class Camera:
+    """How a clip is shown: the view moved down by ``dy`` world units (positive: the floor sits higher in the
+    frame, negative: lower, with more room above) and the background colour. The physics is the same."""
+
+    dy: float = 0.0
+    background: tuple[int, int, int] = BACKGROUND
 
 
 def check_size(size: int) -> None:
@@ -41,14 +62,16 @@ def _shadow_span(light, corners) -> tuple[float, float] | None:
     return min(xs), max(xs)
 
 
-def draw_world(trace: Trace, frame: int, scale: float) -> Image.Image:
-    """One world frame, (W*scale) x (H*scale) RGB."""
-    img = Image.new("RGB", (round(WORLD_W * scale), round(WORLD_H * scale)), BACKGROUND)
+def draw_world(trace: Trace, frame: int, scale: float, camera: Camera = Camera()) -> Image.Image:
+    """One world frame, (W*scale) x (H*scale) RGB, seen through ``camera``."""
+    img = Image.new("RGB", (round(WORLD_W * scale), round(WORLD_H * scale)), camera.background)
     draw = ImageDraw.Draw(img)
 
     def pts(seq):
-        return [(float(x) * scale, float(y) * scale) for x, y in seq]
+        return [(float(x) * scale, (float(y) - camera.dy) * scale) for x, y in seq]
 
+    if camera.dy > 0:  # the floor goes on below the world's bottom edge
+        draw.rectangle(pts([(0, FLOOR_Y), (WORLD_W, WORLD_H + camera.dy)]), fill=FLOOR_COLOR)
     for item in trace.static:
         if item[0] == "poly":
             draw.polygon(pts(item[1]), fill=tuple(item[2]))
@@ -86,7 +109,7 @@ def draw_world(trace: Trace, frame: int, scale: float) -> Image.Image:
     return img
 
 
-def render_views(trace: Trace, size: int, views: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
+def render_views(trace: Trace, size: int, views: tuple[int, ...] = (0, 1, 2), camera: Camera = Camera()) -> np.ndarray:
     """All frames of the chosen views: (V, T, size, size, 3) uint8."""
     check_size(size)
     scale = SUPERSAMPLE * size / VIEW_SIZE
@@ -94,7 +117,7 @@ def render_views(trace: Trace, size: int, views: tuple[int, ...] = (0, 1, 2)) ->
     frames = len(trace.states)
     out = np.empty((len(views), frames, size, size, 3), np.uint8)
     for t in range(frames):
-        world = draw_world(trace, t, scale)
+        world = draw_world(trace, t, scale, camera)
         for i, v in enumerate(views):
             x0 = round(VIEW_OFFSETS[v] * scale)
             out[i, t] = np.asarray(world.crop((x0, 0, x0 + crop, crop)).reduce(SUPERSAMPLE))
