@@ -44,7 +44,8 @@ class LayerKV:
         visible = self.chunks[: cache.num_chunks]
         if visible:
             reps = k.shape[0] // visible[0][0].shape[0]  # > 1: one cache read by every branch (writer_rows)
-            k, v = (self._with_cached([pair[i] for pair in visible], new, reps) for i, new in enumerate((k, v)))
+            k = self._with_cached([key for key, _ in visible], k, reps)
+            v = self._with_cached([value for _, value in visible], v, reps)
         if cache.pending_chunks:  # copies: the chunks in flight behind them are not kept alive
             rows = slice(None) if cache.writer_rows is None else slice(*cache.writer_rows)
             starts = range(len(visible) * tokens_per_chunk, (len(visible) + cache.pending_chunks) * tokens_per_chunk,
