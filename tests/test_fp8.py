@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -84,3 +85,17 @@ def test_quantize_command_and_generate_with_fp8_checkpoint(tmp_path):
     assert main(["generate", "--checkpoint", str(tmp_path / "fp8"), "--output_path", str(tmp_path / "b.mp4"),
                  "--set", "quant.mode=none", *common]) == 2
     assert main(["quantize", "--checkpoint", str(tmp_path / "fp8"), "--out", str(tmp_path / "again")]) == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fp8_matmul_path_leaves_its_input_alone_and_agrees_with_the_dequantized_one(dtype):
+    """The path GPUs with fp8 tensor cores take (torch._scaled_mm, which also runs on this CPU): the
+    activations are quantized per row into a copy, never in place, and the product is within fp8 rounding."""
+    torch.manual_seed(0)
+    fp8 = Float8Linear.from_linear(torch.nn.Linear(64, 32))
+    x = torch.randn(2, 5, 64).to(dtype)
+    before = x.clone()
+    with torch.no_grad():
+        fast, reference = fp8._forward_fp8(x), fp8(x)  # fp8(x) on the CPU: the dequantized weight
+    assert torch.equal(x, before) and fast.dtype == dtype and fast.shape == (2, 5, 32)
+    assert (fast.float() - reference.float()).abs().max() < 0.1 * reference.float().abs().max()

@@ -62,7 +62,8 @@ class Float8Linear(nn.Module):
     def _forward_fp8(self, x: Tensor) -> Tensor:
         flat = x.reshape(-1, x.shape[-1])  # (M, in)
         x_scale = flat.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / FP8_MAX  # (M, 1); exact in x's dtype
-        x_fp8 = flat.float().div_(x_scale).clamp_(-FP8_MAX, FP8_MAX).to(FP8)  # one float32 copy, scaled in place
+        scaled = flat.to(torch.float32, copy=True)  # one float32 copy (never x itself), scaled in place
+        x_fp8 = scaled.div_(x_scale).clamp_(-FP8_MAX, FP8_MAX).to(FP8)
         out = torch._scaled_mm(x_fp8, self.weight.t(), scale_a=x_scale, scale_b=self.weight_scale[None, :],
                                bias=None if self.bias is None else self.bias.to(torch.bfloat16),
                                out_dtype=torch.bfloat16)
