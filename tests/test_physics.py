@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from magi.errors import InputError
-from magi.physics.dataset import config_hash, load_split, make_clip, reserved_hashes, write_split
+from magi.physics.dataset import config_hash, load_split, make_clip, reserved_hashes, usual_camera, write_split
 from magi.physics.families import FAMILIES, MINI_COUNTS
 from magi.physics.mini import VIEWS, render_case, write_physics_iq_mini
 from magi.physics.render import render_views
@@ -150,5 +150,6 @@ def test_camera_variation_changes_train_clips_only_and_keeps_the_rest_byte_ident
     assert captions_a == captions_b and 0 < len(moved) < 12
     assert all(np.array_equal(a[i], b[i]) != (i in moved) for i in range(12))
     assert "camera" not in json.loads((plain / "meta.json").read_text())["clips"][0]
+    assert usual_camera(tmp_path / "b", "train").tolist() == [i not in moved for i in range(12)]
     with pytest.raises(InputError, match="camera variation"):
         write_split(tmp_path / "c", "train", 1, seed=0, frames=4, size=32, camera_variation=1.5)

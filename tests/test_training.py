@@ -114,6 +114,28 @@ def test_i2v_samples_condition_on_the_still_image_latent():
     torch.testing.assert_close(data[:, :, 0], data[:, :, 1])  # v2v keeps the real frames
 
 
+def test_t2v_samples_draw_only_the_allowed_clips_and_others_any():
+    from magi.training.objectives import _dit_batches
+
+    cfg = replace(tiny_cfg(), train=TrainConfig(batch_size=64, clip_chunks=2, prefix_probs=(0.5, 0.25, 0.25)))
+    n, F = 6, cfg.dit.chunk_frames
+    ids = torch.arange(n, dtype=torch.float32)
+    latents = ids[:, None, None, None, None].expand(n, cfg.dit.in_channels, 2 * F, 4, 4).clone()
+    contexts, masks = torch.zeros(n, 4, cfg.dit.context_dim), torch.ones(n, 4, dtype=torch.bool)
+    allowed = torch.tensor([True, False, True, False, False, False])
+    dit = DiT(cfg.dit)
+    plain = _dit_batches(latents, contexts, masks, cfg)(dit, torch.Generator().manual_seed(0), 0.0)
+    batch = _dit_batches(latents, contexts, masks, cfg, t2v_clips=allowed)(dit, torch.Generator().manual_seed(0), 0.0)
+    clip = batch.data[:, 0, -1, 0, 0].long()  # which clip each row came from
+    t2v = batch.t[:, 0] < 1
+    assert torch.equal(batch.t, plain.t) and 0 < t2v.sum() < 64  # the same levels, the same draws before
+    assert allowed[clip[t2v]].all()  # t2v rows only from the allowed clips
+    assert (~allowed[clip[~t2v]]).any()  # i2v and v2v rows from any clip
+    assert torch.equal(batch.data[~t2v], plain.data[~t2v])
+    with pytest.raises(ValueError, match="t2v"):
+        _dit_batches(latents, contexts, masks, cfg, t2v_clips=torch.zeros(n, dtype=torch.bool))
+
+
 def test_motion_cells_mark_the_latent_cells_a_moving_object_passes():
     from magi.training.objectives import motion_cells
 

@@ -262,6 +262,10 @@ class TrainConfig:
     # How the chunks' noise levels are ordered (magi.flow.matching.autoregressive_times): "sorted" (chunk 0 the
     # cleanest draw) or "cascade" (the first chunk after the prefix keeps the distribution of one draw)
     chunk_levels: ChunkLevels = "sorted"
+    # t2v samples (no clean prefix) drawn only from clips shown through the usual camera: with
+    # ``magi data --camera-variation`` the i2v and v2v samples follow any framing, while generation from text
+    # keeps the one it was trained on
+    t2v_usual_camera: bool = False
     # Extra loss weight where something moves (1 + motion_weight there, 1 elsewhere; DiT: latent cells, VAE:
     # pixels): a plain mean counts every position alike, though the objects are a few percent of a frame
     motion_weight: float = 0.0

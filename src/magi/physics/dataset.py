@@ -166,6 +166,16 @@ def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: in
     return out
 
 
+def usual_camera(root: Path, split: str) -> np.ndarray:
+    """(N,) bool: which clips of a split are shown through the usual camera (not ``--camera-variation``'s)."""
+    folder = Path(root) / split
+    try:
+        clips = json.loads((folder / "meta.json").read_text())["clips"]
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"{folder} is not a readable clip split ({type(error).__name__}: {error})") from None
+    return np.array(["camera" not in clip for clip in clips], dtype=bool)
+
+
 def load_split(root: Path, split: str) -> tuple[np.ndarray, list[str]]:
     """All clips (N, T, H, W, 3) uint8 and their captions, as written by :func:`write_split`."""
     folder = Path(root) / split

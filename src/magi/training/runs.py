@@ -40,6 +40,13 @@ def load_clips(data: Path, split: str) -> tuple[np.ndarray, list[str]]:
     return load_split(Path(data), split)
 
 
+def t2v_clips(cfg: RunConfig, data: Path) -> Tensor | None:
+    """The train clips that t2v samples may draw (``train.t2v_usual_camera``), or None for all."""
+    from magi.physics.dataset import usual_camera
+
+    return torch.from_numpy(usual_camera(Path(data), "train")) if cfg.train.t2v_usual_camera else None
+
+
 @torch.no_grad()
 def reconstruction_psnr(vae: TransformerVAE, clips: np.ndarray) -> float:
     """Mean PSNR (dB, pixels in [0, 255]) of encode -> decode over uint8 clips (N, T, H, W, 3)."""
@@ -237,7 +244,8 @@ def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progr
         ema.train()
 
     torch.manual_seed(cfg.train.seed)
-    objective = dit_objective(cache.latents, contexts, masks, cfg, cache.stills, parallel.shard, cache.motion)
+    objective = dit_objective(cache.latents, contexts, masks, cfg, cache.stills, parallel.shard, cache.motion,
+                              t2v_clips(cfg, data))
     dit = DiT(cfg.dit)
     if init is not None and find_checkpoint(run_dir) is None:
         load_weights(dit, init / "dit.safetensors")  # a warm start: the same architecture, strictly
@@ -313,6 +321,6 @@ def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, prog
     if find_checkpoint(run_dir) is None:
         init_student_from_teacher(student, teacher_state, str(teacher_dir / "dit.safetensors"))
     objective = distill_objective(cache.latents, contexts, masks, teacher, cfg, cache.stills, parallel.shard,
-                                  cache.motion)
+                                  cache.motion, t2v_clips(cfg, data))
     train(student, objective, cfg, run_dir, progress=progress, parallel=parallel)
     return export_dit(run_dir) if parallel.is_main else run_dir / "export"
