@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from conftest import randomize_
@@ -91,11 +92,16 @@ def test_quantize_command_and_generate_with_fp8_checkpoint(tmp_path):
 def test_fp8_matmul_path_leaves_its_input_alone_and_agrees_with_the_dequantized_one(dtype):
     """The path GPUs with fp8 tensor cores take (torch._scaled_mm, which also runs on this CPU): the
     activations are quantized per row into a copy, never in place, and the product is within fp8 rounding."""
+    device = "cuda" if torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9) else "cpu"
     torch.manual_seed(0)
-    fp8 = Float8Linear.from_linear(torch.nn.Linear(64, 32))
-    x = torch.randn(2, 5, 64).to(dtype)
+    fp8 = Float8Linear.from_linear(torch.nn.Linear(64, 32)).to(device)
+    x = torch.randn(2, 5, 64).to(device, dtype)
     before = x.clone()
     with torch.no_grad():
-        fast, reference = fp8._forward_fp8(x), fp8(x)  # fp8(x) on the CPU: the dequantized weight
+        try:
+            fast = fp8._forward_fp8(x)
+        except RuntimeError as error:  # CPU builds before 2.13 scale per tensor only
+            pytest.skip(f"torch._scaled_mm with per-row scales does not run on this {device}: {error}")
+        reference = F.linear(x, dequantize_weight(fp8.weight, fp8.weight_scale, dtype), fp8.bias.to(dtype))
     assert torch.equal(x, before) and fast.dtype == dtype and fast.shape == (2, 5, 32)
     assert (fast.float() - reference.float()).abs().max() < 0.1 * reference.float().abs().max()
