@@ -166,21 +166,33 @@ def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: in
     return out
 
 
+def _unreadable(folder: Path, error: Exception) -> InputError:
+    return InputError(f"{folder} is not a readable clip split ({type(error).__name__}: {error})")
+
+
+def _read_meta(folder: Path) -> dict:
+    """A split's meta.json (written last by :func:`write_split`, so its presence means the split is complete)."""
+    try:
+        return json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError) as error:
+        raise _unreadable(folder, error) from None
+
+
 def usual_camera(root: Path, split: str) -> np.ndarray:
     """(N,) bool: which clips of a split are shown through the usual camera (not ``--camera-variation``'s)."""
     folder = Path(root) / split
     try:
-        clips = json.loads((folder / "meta.json").read_text())["clips"]
-    except (OSError, KeyError, ValueError) as error:
-        raise InputError(f"{folder} is not a readable clip split ({type(error).__name__}: {error})") from None
+        clips = _read_meta(folder)["clips"]
+    except KeyError as error:
+        raise _unreadable(folder, error) from None
     return np.array(["camera" not in clip for clip in clips], dtype=bool)
 
 
 def load_split(root: Path, split: str) -> tuple[np.ndarray, list[str]]:
     """All clips (N, T, H, W, 3) uint8 and their captions, as written by :func:`write_split`."""
     folder = Path(root) / split
+    meta = _read_meta(folder)
     try:
-        meta = json.loads((folder / "meta.json").read_text())
         captions = json.loads((folder / "captions.json").read_text())
         settings = meta["generator"]
         shards = [folder / f"clips-{i:05d}.npz" for i in range(settings["num_shards"])]
@@ -189,7 +201,7 @@ def load_split(root: Path, split: str) -> tuple[np.ndarray, list[str]]:
             with np.load(path) as data:
                 parts.append(data["clips"])
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise InputError(f"{folder} is not a readable clip split ({type(error).__name__}: {error})") from None
+        raise _unreadable(folder, error) from None
     t, s = settings["frames"], settings["size"]
     clips = np.concatenate(parts) if parts else np.zeros((0, t, s, s, 3), np.uint8)
     if clips.dtype != np.uint8 or clips.shape[1:] != (t, s, s, 3) or len(clips) != len(captions):
