@@ -33,6 +33,10 @@ def test_validation_names_the_numbers():
         SamplerConfig(steps=10, window_size=4)
     with pytest.raises(ValueError, match="unknown config key"):
         RunConfig.from_dict({"sampler": {"nope": 1}})
+    with pytest.raises(ValueError, match="stochasticity=1.5 is not in"):
+        SamplerConfig(stochasticity=1.5)
+    with pytest.raises(ValueError, match="magi1 integrates the ODE"):
+        SamplerConfig(procedure="magi1", stochasticity=0.5)
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_DIT_PARAMS))

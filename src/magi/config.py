@@ -152,6 +152,9 @@ class SamplerConfig:
     text_scales: tuple[float, ...] = (7.5, 7.5, 7.5, 0.0, 0.0)
     prefix_scales: tuple[float, ...] = (1.5, 1.5, 1.5, 1.0, 1.0)
     solver: Literal["euler", "shortcut"] = "euler"
+    # Share of the noise re-drawn at each step (``solvers.stochastic_step``): 0 integrates the ODE (MAGI-1's
+    # sampler), 1 predicts the clean latents and re-noises them with fresh noise at every step
+    stochasticity: float = 0.0
     # MAGI-1 special tokens (magi.sampling.special_tokens): put in front of each chunk's caption, and of the
     # null text of the unconditional branches; the published run scripts use ("HQ", "DURATION") and none
     special_tokens: tuple[str, ...] = ()
@@ -181,6 +184,7 @@ class SamplerConfig:
         _require(self.context_chunks >= 1, "sampler.context_chunks must be >= 1")
         _require(self.guidance in ("none", "text", "text_and_prefix"), f"bad sampler.guidance {self.guidance!r}")
         _require(self.solver in ("euler", "shortcut"), f"bad sampler.solver {self.solver!r}")
+        _require(0.0 <= self.stochasticity <= 1.0, f"sampler.stochasticity={self.stochasticity} is not in [0, 1]")
         for key in (*self.special_tokens, *self.negative_special_tokens):
             _require(key in SPECIAL_TOKEN_KEYS,
                      f"unknown special token {key!r} (known: {', '.join(SPECIAL_TOKEN_KEYS)})")
@@ -195,6 +199,8 @@ class SamplerConfig:
             _require(0 < self.clean_t <= 1, f"sampler.clean_t={self.clean_t} must be in (0, 1]")
             _require(self.solver == "euler", "sampler.procedure=magi1 integrates with euler (solver=shortcut is "
                      "the native distilled sampler's)")
+            _require(self.stochasticity == 0, "sampler.procedure=magi1 integrates the ODE (stochasticity is the "
+                     "native sampler's)")
             _require(self.distilled or self.guidance == "text_and_prefix",
                      "sampler.procedure=magi1 guides with text_and_prefix (or is distilled)")
             _require(self.shortcut_mode in ("8,16,16", "16,16,8"),

@@ -19,7 +19,7 @@ from magi.models.dit import DiT, TextKV, UncachedRows
 from magi.models.kv_cache import ChunkKVCache
 from magi.sampling.chunks import chunk_plan
 from magi.sampling.guidance import piecewise_scale, text_and_prefix_guidance, text_guidance
-from magi.sampling.solvers import euler_step
+from magi.sampling.solvers import euler_step, stochastic_step
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,12 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         uncond = None  # text_and_prefix guidance's third branch, once there is context to guide towards
         if cfg.guidance == "text_and_prefix" and has_context:
             uncond = v[2 * B:] if batched_uncond else model(x, t, *texts.negative_kv(), None, dt, text=False)
-        x = euler_step(x, guide(cfg, v, t, B, uncond), dt[:, None, :, None, None])
+        v = guide(cfg, v, t, B, uncond)
+        if cfg.stochasticity > 0:  # fresh noise from each video's own stream, drawn every step
+            x = stochastic_step(x, v, t[:, None, :, None, None], dt[:, None, :, None, None], cfg.stochasticity,
+                                per_sample_noise(tuple(x.shape[1:]), generators, device))
+        else:
+            x = euler_step(x, v, dt[:, None, :, None, None])
         for c, piece in zip(step.chunks, x.split(F, dim=2)):
             state[c] = piece
         for c in step.finished:
