@@ -152,8 +152,8 @@ class SamplerConfig:
     text_scales: tuple[float, ...] = (7.5, 7.5, 7.5, 0.0, 0.0)
     prefix_scales: tuple[float, ...] = (1.5, 1.5, 1.5, 1.0, 1.0)
     solver: Literal["euler", "shortcut"] = "euler"
-    # Share of the noise re-drawn at each step (``solvers.stochastic_step``): 0 integrates the ODE (MAGI-1's
-    # sampler), 1 predicts the clean latents and re-noises them with fresh noise at every step
+    # Noise re-drawn at each step (``solvers.stochastic_step``, DDIM's eta): 0 integrates the ODE (MAGI-1's
+    # sampler), 1 is ancestral sampling; with solver=shortcut the step's velocity stands for the instantaneous one
     stochasticity: float = 0.0
     # MAGI-1 special tokens (magi.sampling.special_tokens): put in front of each chunk's caption, and of the
     # null text of the unconditional branches; the published run scripts use ("HQ", "DURATION") and none
