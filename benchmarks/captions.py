@@ -7,8 +7,11 @@ For each caption (the README's main command, and captions the model was not trai
 counts and wordings) and each seed, a t2v video is generated and parsed: per frame, the blobs of each named
 colour (connected pixels within the tracker's colour tolerance, at least ``MIN_BLOB`` pixels). Printed per
 caption: the share of frames with exactly the asked number of objects of the asked colour (count accuracy),
-the share with any pixel of that colour (colour present), and whether the object falls (its lowest blob's
-centroid moves down by at least ``FALL_PX`` over the first chunk) in how many seeds.
+the share with any pixel of that colour (colour present), whether the object falls (its largest blob's
+centroid moves down by at least ``FALL_PX`` over the first chunk) in how many seeds, and where it starts: the
+median over seeds of that centroid's height in the first frame where it is seen, as a share of the frame
+height from the top (in the training clips of "falls and bounces" the ball starts at 0.15 to 0.42; a ball
+resting on the floor sits at about 0.8).
 
 Then i2v from drawn images that are not from the simulator (other sizes and aspect ratios, plain shapes, and
 two scenes unlike any training clip): for each scene, the share of frames over 4 chunks where every drawn
@@ -128,11 +131,11 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"# {magi.cfg.name} ({args.checkpoint}), t2v, {args.frames} frames, seeds {args.seeds}")
     print()
-    print("| caption | count accuracy | colour present | falls (seeds) | mean count |")
-    print("|---|---:|---:|---:|---:|")
+    print("| caption | count accuracy | colour present | falls (seeds) | starts at (height) | mean count |")
+    print("|---|---:|---:|---:|---:|---:|")
     accuracies = []
     for caption, colour, count, should_fall in CAPTIONS:
-        right, present, fell, mean = [], [], 0, []
+        right, present, fell, mean, start = [], [], 0, [], []
         for seed in seeds:
             frames = magi(caption, num_frames=args.frames, seed=seed)
             counts, visible, heights = parse(frames, colour)
@@ -140,10 +143,13 @@ def main() -> None:
             present.append(visible.mean())
             mean.append(counts.mean())
             fell += falls(heights, magi.frames_per_chunk)
+            seen = heights[~np.isnan(heights)]
+            start.append(seen[0] / frames.shape[1] if len(seen) else np.nan)
         accuracies.append(float(np.mean(right)))
         fall_text = f"{fell}/{len(seeds)}" + ("" if should_fall else " (should not)")
-        print(f"| {caption} | {np.mean(right):.0%} | {np.mean(present):.0%} | {fall_text} | {np.mean(mean):.2f} |",
-              flush=True)
+        start_text = f"{np.nanmedian(start):.2f}" if not np.isnan(start).all() else "-"
+        print(f"| {caption} | {np.mean(right):.0%} | {np.mean(present):.0%} | {fall_text} | {start_text} | "
+              f"{np.mean(mean):.2f} |", flush=True)
     print()
     print(f"mean count accuracy: {np.mean(accuracies):.0%} (bar: >= 80%)")
     print()
