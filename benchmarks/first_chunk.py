@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from magi.config import apply_overrides
-from magi.flow.schedule import shift_time
+from magi.flow.schedule import time_grid
 from magi.io.weights import load_checkpoint_config
 from magi.physics.dataset import load_split
 from magi.sampling.pipeline import build_pipeline
@@ -91,7 +91,7 @@ def main() -> None:
                for c, p in ((own, own), (wrong, own), (own, wrong), (wrong, wrong), (empty, empty))]
         print(f"| {t0} | " + " | ".join(f"{e:.4f}" for e in row) + " |", flush=True)
 
-    grid = shift_time(torch.linspace(0, 1, cfg.sampler.steps + 1), cfg.sampler.shift)
+    grid = time_grid(cfg.sampler.steps, cfg.sampler.shift)  # the sampler's grid
     print()
     eta = cfg.sampler.stochasticity
     print(f"the first chunk alone, {cfg.sampler.steps} steps, shift {cfg.sampler.shift}, stochasticity {eta}, "

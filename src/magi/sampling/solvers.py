@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -21,10 +22,9 @@ def stochastic_step(x: Tensor, v: Tensor, t: Tensor, dt: Tensor, eta: float, noi
     the steps get small. Frames with dt = 0 (clean ones) stay as they are. t, dt broadcast against x;
     ``noise`` ~ N(0, I) like x.
     """
-    moving = dt > 0
     t_next = t + dt
     clean, old_noise = x + (1 - t) * v, x - t * v
     r = (t * (1 - t_next) / (t_next * (1 - t)).clamp(min=1e-12)).clamp(max=1.0)
     spread = eta * (1 - t_next) * (1 - r ** 2).sqrt()
     step = t_next * clean + ((1 - t_next) ** 2 - spread ** 2).clamp(min=0).sqrt() * old_noise + spread * noise
-    return moving * step + (~moving) * x
+    return torch.where(dt > 0, step, x)
