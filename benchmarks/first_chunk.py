@@ -13,6 +13,12 @@
    the t2v captions of ``captions.py``: the share of frames with exactly the asked number of objects and the
    seeds where the object falls. If this fails as the pipeline does, the failure is in the learned velocity
    field (or in how it is integrated), not in the rest of the sampler.
+3. What the DiT expects from pure noise. At t = 0 the best velocity is E[x_1 | caption] - noise, so
+   noise + velocity, averaged over a family's clips (each with its own caption and noise), should be the
+   family's mean first chunk. Per family: the squared error of that mean against the clips' mean, and how much
+   each mean changes over the chunk's latent frames (variance over frames). A model that cannot tell the
+   chunk's first frame from its last draws the same mean in every frame (change near 0) where the clips'
+   mean moves (a ball starts high and ends low).
 """
 
 from __future__ import annotations
@@ -118,6 +124,22 @@ def main() -> None:
               flush=True)
     print()
     print(f"mean count accuracy of the first chunk: {np.mean(accuracies):.0%}")
+
+    print()
+    print(f"what the DiT expects from pure noise (t = 0), per family of the {n} {args.split} clips:")
+    print()
+    print("| family | clips | error of the mean | change over the chunk: clips | DiT |")
+    print("|---|---:|---:|---:|---:|")
+    with torch.no_grad():
+        expected = noise + dit(noise, torch.zeros(n, F), *own)  # (n, C, F, h, w): x_1 predicted from pure noise
+    rows = []
+    for family in sorted(set(families[:n])):
+        members = [i for i in range(n) if families[i] == family]
+        data_mean, model_mean = x1[members].mean(0), expected[members].mean(0)  # (C, F, h, w)
+        rows.append((float((model_mean - data_mean).pow(2).mean()), float(data_mean.var(dim=1).mean()),
+                     float(model_mean.var(dim=1).mean())))
+        print(f"| {family} | {len(members)} | " + " | ".join(f"{r:.4f}" for r in rows[-1]) + " |", flush=True)
+    print("| mean over families | | " + " | ".join(f"{r:.4f}" for r in np.mean(rows, axis=0)) + " |")
 
 
 if __name__ == "__main__":
