@@ -88,9 +88,6 @@ class DiTConfig:
     norm: Literal["rms", "layernorm"] = "rms"  # "layernorm": LayerNorm with bias everywhere (reference)
     rope: Literal["interleaved", "magi"] = "interleaved"  # "magi": learnable bands, centred (t, h, w), rotate-half
     gelu_approximate: Literal["tanh", "none"] = "tanh"  # GELU MLP (gated_ffn=False); reference: exact ("none")
-    # a learned embedding of each latent frame's place in its chunk, added to the frame's tokens (not in MAGI-1,
-    # whose RoPE gives only relative places: from pure noise a chunk cannot tell its first frame from its last)
-    frame_position: bool = False
 
     def __post_init__(self) -> None:
         _require(self.num_heads % self.num_kv_heads == 0,

@@ -250,8 +250,6 @@ class DiT(nn.Module):
             self.step_embed = nn.Sequential(nn.Linear(TIME_FREQ_DIM, cfg.cond_dim), nn.SiLU(),
                                             nn.Linear(cfg.cond_dim, cfg.cond_dim))
         self.null_context = nn.Parameter(torch.zeros(cfg.context_max_length, cfg.context_dim))  # learned null text
-        if cfg.frame_position:  # one token embedding per place of a latent frame in its chunk
-            self.frame_position = nn.Parameter(torch.zeros(cfg.chunk_frames, d))
         if cfg.rope == "magi":  # learnable frequencies (state key ``rope.bands``)
             self.rope = nn.ParameterDict({"bands": nn.Parameter(magi_rope_default_bands(cfg.head_dim))})
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
@@ -274,8 +272,6 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final_proj.weight)
         if self.cfg.step_conditioning and self.cfg.step_embedder == "own":  # a fresh step embedding adds nothing
             nn.init.zeros_(self.step_embed[2].weight)
-        if self.cfg.frame_position:  # nor does a fresh frame-place embedding
-            nn.init.zeros_(self.frame_position)
 
     def block_dtype(self) -> torch.dtype:
         """The dtype the blocks compute in: their first norm's (norms are never quantized, and those that
@@ -452,9 +448,6 @@ class DiT(nn.Module):
         x = rearrange(latents, "b c t (h p) (w q) -> b (t h w) (c p q)", p=p, q=p)
         dtype = self.block_dtype()  # the embedders may be kept in float32
         x = own_dtype(self.patch_embed, x).to(dtype)  # (B, N, D)
-        if cfg.frame_position:  # the input starts at a chunk boundary: frame j sits at place j % chunk_frames
-            places = torch.arange(T, device=x.device) % cfg.chunk_frames  # (T,)
-            x = x + self.frame_position[places].to(dtype).repeat_interleave(h * w, dim=0)  # (N, D) over (t h w)
         cond = self.conditioning(t, context, context_mask, no_text, step_size).to(dtype)  # (B, T, Dcond)
         # (B, K * L, D) embedded text, projected in each block (inside its forward: sharded weights are gathered
         # there), or each block's keys and values computed beforehand
