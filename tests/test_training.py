@@ -69,6 +69,8 @@ def test_autoregressive_times_properties():
     clean_frames = (t == 1).sum(1)
     assert set(clean_frames.tolist()) == {0, 1, 2, 4}  # t2v, i2v, v2v with 1 or 2 chunks
     assert torch.all(t[:, -2:] < 1)  # the last chunk always has something to learn
+    t2v_only = autoregressive_times(50, 3, 2, logit_std=1.0, shift=3.0, prefix_probs=(1, 0, 0), generator=g)
+    assert torch.all(t2v_only < 1)  # whole-number probabilities (a t2v-only stage) are probabilities too
 
 
 def test_cascade_levels_keep_the_first_noisy_chunk_at_one_draw():

@@ -53,7 +53,8 @@ def autoregressive_times(batch: int, num_chunks: int, chunk_frames: int, *, logi
     """
     u = torch.sigmoid(torch.randn(batch, num_chunks, generator=generator) * logit_std)
     t = shift_time(u, shift)  # (B, K)
-    kind = torch.multinomial(torch.tensor(prefix_probs), batch, replacement=True, generator=generator)
+    probs = torch.tensor(prefix_probs, dtype=torch.float32)  # whole numbers too: (1, 0, 0) is a t2v-only stage
+    kind = torch.multinomial(probs, batch, replacement=True, generator=generator)
     whole = torch.randint(1, max(num_chunks, 2), (batch,), generator=generator) * chunk_frames
     prefix = torch.where(kind == 0, 0, torch.where(kind == 1, 1, whole.clamp(max=(num_chunks - 1) * chunk_frames)))
     if levels == "sorted":
