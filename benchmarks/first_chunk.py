@@ -19,6 +19,15 @@
    each mean changes over the chunk's latent frames (variance over frames). A model that cannot tell the
    chunk's first frame from its last draws the same mean in every frame (change near 0) where the clips'
    mean moves (a ball starts high and ends low).
+4. Where a falling ball's height is decided. For the first 32 ball-bounce clips of the split (each with its
+   own caption; skipped if the split has none): (a) from the clip's first chunk noised to each t of the
+   sampler's grid, where the DiT's one-step clean prediction x_t + (1 - t) v draws the ball in the first frame
+   (median height over the clips where it is seen, as a share of the frame height from the top), and in how
+   many clips it is seen at all; (b) the first chunk generated as in part 2 from pure noise, but with the
+   model's clean prediction replaced by the clip's own first chunk at every step with t below a hand-over
+   level: where the ball starts and in how many clips it falls. Hand-over 0 is plain generation. If the ball
+   starts right only when the clip is handed over past some level, the steps below it are where the model
+   loses the ball's height.
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from captions import CAPTIONS, falls, parse  # noqa: E402
 
 LEVELS = (0.05, 0.2, 0.5)  # noise levels of the text-path table (t = 0 is pure noise)
+HAND_OVER = (0.0, 0.1, 0.15, 0.2, 0.3)  # part 4: the clip replaces the model's clean prediction below these t
+LAYOUT_CLIPS = 32  # part 4: the first ball-bounce clips of the split
 
 
 def velocity_error(dit, x1: torch.Tensor, noise: torch.Tensor, t0: float, cross: tuple, pooled: tuple) -> float:
@@ -140,6 +151,61 @@ def main() -> None:
                      float(model_mean.var(dim=1).mean())))
         print(f"| {family} | {len(members)} | " + " | ".join(f"{r:.4f}" for r in rows[-1]) + " |", flush=True)
     print("| mean over families | | " + " | ".join(f"{r:.4f}" for r in np.mean(rows, axis=0)) + " |")
+
+    bounce = [i for i, family in enumerate(families) if family == "ball-bounce"][:LAYOUT_CLIPS]
+    if bounce:  # "a <colour> ball falls and bounces ..."
+        with torch.no_grad():
+            x1 = vae.encode(frames_to_video(torch.from_numpy(clips[bounce, :chunk_frames])))  # (b, C, F, h, w)
+        layout_table(dit, vae, x1, text.encode([captions[i] for i in bounce]),
+                     [captions[i].split()[1] for i in bounce], grid, eta, chunk_frames, args.split)
+
+
+def start_heights(vae, latents: torch.Tensor, colours: list[str]) -> np.ndarray:
+    """Decoded first chunks (B, C, F, h, w) -> per clip the height (pixels from the top) of its ball's largest
+    blob in each frame, nan where it is not seen: (B, T); and the frame height."""
+    with torch.no_grad():
+        frames = ((vae.decode(latents).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 4, 1).numpy()
+    return np.stack([parse(video, colour)[2] for video, colour in zip(frames, colours)]), frames.shape[2]
+
+
+def layout_table(dit, vae, x1: torch.Tensor, text: tuple[torch.Tensor, torch.Tensor], colours: list[str],
+                 grid: torch.Tensor, eta: float, chunk_frames: int, split: str) -> None:
+    """Part 4 (see the module docstring) on the first chunks ``x1`` (B, C, F, h, w) of ball-bounce clips."""
+    B, F = x1.shape[0], x1.shape[2]
+    truth, height = start_heights(vae, x1, colours)
+    truth = truth[:, 0] / height
+    print()
+    print(f"where a falling ball's height is decided, {B} ball-bounce {split} clips (the clips' balls start at "
+          f"{np.nanmedian(truth):.2f} of the height):")
+    print()
+    print("| t | one-step prediction from the noised clip: start height | clips where the ball is seen |")
+    print("|---:|---:|---:|")
+    noise = torch.randn(x1.shape, generator=torch.Generator().manual_seed(1))
+    for t0 in grid[:-1].tolist():
+        x_t = t0 * x1 + (1 - t0) * noise
+        with torch.no_grad():
+            clean = x_t + (1 - t0) * dit(x_t, torch.full((B, F), t0), *text)
+        start = start_heights(vae, clean, colours)[0][:, 0] / height
+        seen = ~np.isnan(start)
+        print(f"| {t0:.3f} | {np.nanmedian(start) if seen.any() else float('nan'):.2f} | {seen.sum()}/{B} |",
+              flush=True)
+    print()
+    print("| the clip handed over below t | start height | falls (clips) |")
+    print("|---:|---:|---:|")
+    for level in HAND_OVER:
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(x1.shape, generator=generator)
+        with torch.no_grad():
+            for a, b in zip(grid[:-1], grid[1:]):
+                v = dit(x, torch.full((B, F), float(a)), *text)
+                if a < level:  # the velocity whose clean prediction is the clip: x_t + (1 - t) v = x1
+                    v = (x1 - x) / (1 - a)
+                x = (stochastic_step(x, v, a, b - a, eta, torch.randn(x.shape, generator=generator)) if eta > 0
+                     else euler_step(x, v, b - a))
+        heights = start_heights(vae, x, colours)[0]
+        starts = [row[~np.isnan(row)][0] / height for row in heights if (~np.isnan(row)).any()]
+        fell = sum(falls(row, chunk_frames) for row in heights)
+        print(f"| {level} | {np.median(starts) if starts else float('nan'):.2f} | {fell}/{B} |", flush=True)
 
 
 if __name__ == "__main__":
