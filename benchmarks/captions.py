@@ -7,15 +7,20 @@ For each caption (the README's main command, and captions the model was not trai
 counts and wordings) and each seed, a t2v video is generated and parsed: per frame, the blobs of each named
 colour (connected pixels within the tracker's colour tolerance, at least ``MIN_BLOB`` pixels). Printed per
 caption: the share of frames with exactly the asked number of objects of the asked colour (count accuracy),
-the share with any pixel of that colour (colour present), whether the object falls (its largest blob's
-centroid moves down by at least ``FALL_PX`` over the first chunk) in how many seeds, and where it starts: the
-median over seeds of that centroid's height in the first frame where it is seen, as a share of the frame
+the same over the first chunk's frames alone (the chunk generated from noise with text only), the share with
+any pixel of that colour (colour present), whether the object falls (its largest blob's centroid moves down by
+at least ``FALL_PX`` over the first chunk) in how many seeds, and where it starts: the median over seeds of
+that centroid's height in the first frame where it is seen, as a share of the frame
 height from the top (in the training clips of "falls and bounces" the ball starts at 0.15 to 0.42; a ball
 resting on the floor sits at about 0.8).
 
 Then i2v from drawn images that are not from the simulator (other sizes and aspect ratios, plain shapes, and
 two scenes unlike any training clip): for each scene, the share of frames over 4 chunks where every drawn
 object is there exactly once.
+
+Each share is followed by its standard error over the seeds (the spread of the per-seed shares / sqrt(seeds)):
+one seed's video decides a whole caption's frames at once, so 8 seeds can still move a caption's share by 10-20
+points. Compare models on the same seeds, and on more of them when the difference is small.
 
 The bars of the default-model issue: the main command's ball is one ball in >= 80% of frames for seeds 0-3
 and falls in every seed; the mean count accuracy over the captions >= 80%; i2v objects keep their count and
@@ -117,6 +122,14 @@ def falls(heights: np.ndarray, frames: int) -> bool:
     return len(seen) >= 2 and seen[-1] - seen[0] >= FALL_PX
 
 
+def share(per_seed) -> str:
+    """Mean of per-seed shares, with its standard error over the seeds: '52% ± 6'."""
+    values = np.asarray(per_seed, dtype=float)
+    if len(values) < 2:
+        return f"{values.mean():.0%}"
+    return f"{values.mean():.0%} ± {100 * values.std(ddof=1) / np.sqrt(len(values)):.0f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="builtin:physics-64")
@@ -131,27 +144,29 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"# {magi.cfg.name} ({args.checkpoint}), t2v, {args.frames} frames, seeds {args.seeds}")
     print()
-    print("| caption | count accuracy | colour present | falls (seeds) | starts at (height) | mean count |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| caption | count accuracy | first chunk | colour present | falls (seeds) | starts at (height) "
+          "| mean count |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     accuracies = []
     for caption, colour, count, should_fall in CAPTIONS:
-        right, present, fell, mean, start = [], [], 0, [], []
+        right, first, present, fell, mean, start = [], [], [], 0, [], []
         for seed in seeds:
             frames = magi(caption, num_frames=args.frames, seed=seed)
             counts, visible, heights = parse(frames, colour)
             right.append((counts == count).mean())
+            first.append((counts[:magi.frames_per_chunk] == count).mean())
             present.append(visible.mean())
             mean.append(counts.mean())
             fell += falls(heights, magi.frames_per_chunk)
             seen = heights[~np.isnan(heights)]
             start.append(seen[0] / frames.shape[1] if len(seen) else np.nan)
-        accuracies.append(float(np.mean(right)))
+        accuracies.append(right)
         fall_text = f"{fell}/{len(seeds)}" + ("" if should_fall else " (should not)")
         start_text = f"{np.nanmedian(start):.2f}" if not np.isnan(start).all() else "-"
-        print(f"| {caption} | {np.mean(right):.0%} | {np.mean(present):.0%} | {fall_text} | {start_text} | "
+        print(f"| {caption} | {share(right)} | {share(first)} | {np.mean(present):.0%} | {fall_text} | {start_text} | "
               f"{np.mean(mean):.2f} |", flush=True)
     print()
-    print(f"mean count accuracy: {np.mean(accuracies):.0%} (bar: >= 80%)")
+    print(f"mean count accuracy: {share(np.mean(accuracies, axis=0))} (bar: >= 80%)")  # per seed, over captions
     print()
     print("| i2v scene (drawn) | image | every object exactly once (frames) | per object |")
     print("|---|---:|---:|---|")
@@ -165,12 +180,13 @@ def main() -> None:
             whole.append(np.all(ones, axis=0).mean())
             for (colour, *_), one in zip(objects, ones):
                 per[colour].append(one.mean())
-        kept.append(float(np.mean(whole)))
+        kept.append(whole)
         detail = ", ".join(f"{colour} {np.mean(v):.0%}" for colour, v in per.items())
-        print(f"| {caption} | {size[0]}x{size[1]} | {np.mean(whole):.0%} | {detail} |", flush=True)
+        print(f"| {caption} | {size[0]}x{size[1]} | {share(whole)} | {detail} |", flush=True)
     print()
-    print(f"i2v objects kept: {np.mean(kept):.0%} of frames (bar: >= 80%); scenes with the simulator's floor "
-          f"{np.mean(kept[:UNLIKE_TRAINING]):.0%}, unlike any training clip {np.mean(kept[UNLIKE_TRAINING:]):.0%}")
+    kept = np.asarray(kept)  # (scenes, seeds)
+    print(f"i2v objects kept: {share(kept.mean(axis=0))} of frames (bar: >= 80%); scenes with the simulator's "
+          f"floor {kept[:UNLIKE_TRAINING].mean():.0%}, unlike any training clip {kept[UNLIKE_TRAINING:].mean():.0%}")
 
 
 if __name__ == "__main__":
