@@ -1,7 +1,7 @@
 """Does a t2v video show what its caption asks for? Objects tracked by colour against the caption.
 
     python benchmarks/captions.py [--checkpoint builtin:physics-64] [--seeds 0,1,2,3] [--frames 48]
-        [--set key=value ...]
+        [--set key=value ...] [--no-i2v]
 
 For each caption (the README's main command, and captions the model was not trained on: other colours,
 counts and wordings) and each seed, a t2v video is generated and parsed: per frame, the blobs of each named
@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2,3")
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--no-i2v", action="store_true", help="the t2v captions only")
     args = parser.parse_args()
 
     from magi.api import Magi
@@ -167,6 +168,8 @@ def main() -> None:
               f"{np.mean(mean):.2f} |", flush=True)
     print()
     print(f"mean count accuracy: {share(np.mean(accuracies, axis=0))} (bar: >= 80%)")  # per seed, over captions
+    if args.no_i2v:
+        return
     print()
     print("| i2v scene (drawn) | image | every object exactly once (frames) | per object |")
     print("|---|---:|---:|---|")
