@@ -160,7 +160,7 @@ def main() -> None:
                      [captions[i].split()[1] for i in bounce], grid, eta, chunk_frames, args.split)
 
 
-def start_heights(vae, latents: torch.Tensor, colours: list[str]) -> np.ndarray:
+def start_heights(vae, latents: torch.Tensor, colours: list[str]) -> tuple[np.ndarray, int]:
     """Decoded first chunks (B, C, F, h, w) -> per clip the height (pixels from the top) of its ball's largest
     blob in each frame, nan where it is not seen: (B, T); and the frame height."""
     with torch.no_grad():
