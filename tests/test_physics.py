@@ -64,6 +64,28 @@ def test_falling_ball_accelerates_down():
     assert (dy > 0).all() and (np.diff(dy) > 0).all()  # y grows down the screen, faster each frame
 
 
+def test_a_higher_frame_rate_samples_the_same_motion_more_often(tmp_path):
+    for name, family in FAMILIES.items():  # every family's holds, hooks, kinematic places and extras
+        params = family.sample(np.random.default_rng(5))
+        slow, fast = simulate(family.build(params), 12), simulate(family.build(params), 23, fps=16)
+        assert np.array_equal(fast.states[::2], slow.states), name
+        assert all(np.array_equal(a, b) for a, b in zip(fast.particles[::2], slow.particles)), name
+        assert fast.extras[::2] == slow.extras, name
+    params = FAMILIES["ball-bounce"].sample(np.random.default_rng(0))
+    params.update(release=0, y=40.0, vx=0.0)
+    y = simulate(FAMILIES["ball-bounce"].build(params), 9, fps=16).states[:, 0, 1]
+    assert (y[0:-2:2] < y[1:-1:2]).all() and (y[1:-1:2] < y[2::2]).all()  # the frames between are new, mid-fall
+    with pytest.raises(ValueError, match="fps=7"):
+        simulate(FAMILIES["ball-bounce"].build(params), 2, fps=7)
+    eight = write_split(tmp_path / "a", "train", 2, seed=0, frames=6, size=16, progress=False)
+    sixteen = write_split(tmp_path / "b", "train", 2, seed=0, frames=11, size=16, progress=False, fps=16)
+    (slow, _), (fast, _) = load_split(eight.parent, "train"), load_split(sixteen.parent, "train")
+    assert np.array_equal(fast[:, ::2], slow)
+    assert json.loads((sixteen / "meta.json").read_text())["generator"]["fps"] == 16
+    with pytest.raises(InputError, match="fps must divide"):
+        write_split(tmp_path / "c", "train", 1, seed=0, frames=2, size=16, progress=False, fps=3)
+
+
 def test_every_family_renders_moving_objects():
     for name, family in FAMILIES.items():
         trace = simulate(family.build(family.sample(np.random.default_rng(3))), 4)
@@ -119,6 +141,10 @@ def test_cli(tmp_path):
     assert (tmp_path / "settings.json").is_file()
     assert main(["data", "--out", str(tmp_path), "--train", "1", "--size", "5", "--no-progress"]) == 2
     assert main(["data", "--physics-iq-mini", str(tmp_path / "m"), "--profile", "huge", "--no-progress"]) == 2
+    assert main(["data", "--physics-iq-mini", str(tmp_path / "m"), "--fps", "16", "--no-progress"]) == 2
+    assert main(["data", "--out", str(tmp_path / "f"), "--train", "1", "--dev", "0", "--test", "0", "--frames", "3",
+                 "--size", "16", "--fps", "16", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "f" / "settings.json").read_text())["fps"] == 16
 
 
 def test_camera_moves_the_view_and_changes_the_background_only():

@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--size", type=int, default=64)
+    p.add_argument("--fps", type=int, default=None,
+                   help="frames per second of every split (default: the simulator's own, 8): the same scenes and "
+                        "motion, sampled more or less often; must divide the simulator's 128 substeps per second")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--camera-variation", type=float, default=0.0, metavar="P",
                    help="share of the train clips shown with the view moved up or down and another background "
@@ -33,21 +36,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from magi.physics.dataset import write_split
     from magi.physics.mini import write_physics_iq_mini
+    from magi.physics.world import FPS
 
     progress = not args.no_progress
     start = time.perf_counter()
     if args.physics_iq_mini is not None:
+        if args.fps is not None:
+            raise InputError("--fps is for --out splits; Physics-IQ-mini keeps the simulator's frame rate")
         root = write_physics_iq_mini(args.physics_iq_mini, seed=args.seed, profile=args.profile, progress=progress)
         print(f"wrote Physics-IQ-mini ({args.profile}) to {root} in {time.perf_counter() - start:.1f}s")
         return 0
     counts = {"train": args.train, "dev": args.dev, "test": args.test}
     if any(n < 0 for n in counts.values()):
         raise InputError(f"clip counts must be >= 0, got {counts}")
-    settings = {"seed": args.seed, "frames": args.frames, "size": args.size, "workers": args.workers,
-                "camera_variation": args.camera_variation, **counts}
+    fps = FPS if args.fps is None else args.fps
+    settings = {"seed": args.seed, "frames": args.frames, "size": args.size, "fps": fps,
+                "workers": args.workers, "camera_variation": args.camera_variation, **counts}
     for split, n in counts.items():
         write_split(args.out, split, n, seed=args.seed, frames=args.frames, size=args.size, workers=args.workers,
-                    progress=progress, camera_variation=args.camera_variation if split == "train" else 0.0)
+                    progress=progress, camera_variation=args.camera_variation if split == "train" else 0.0,
+                    fps=fps)
     (args.out / "settings.json").write_text(json.dumps(settings, indent=2))
     print(f"wrote {sum(counts.values())} clips to {args.out} in {time.perf_counter() - start:.1f}s")
     return 0

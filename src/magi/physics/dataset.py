@@ -86,9 +86,10 @@ def random_camera(rng: np.random.Generator) -> Camera:
 
 
 def make_clip(index: int, *, split: str, seed: int, frames: int, size: int, reserved: frozenset[str],
-              camera_variation: float = 0.0) -> tuple[np.ndarray, str, dict]:
-    """Clip ``index`` of a split: (T, size, size, 3) uint8 frames, its caption and its metadata. With
-    ``camera_variation`` p, a share p of the clips is shown through a :func:`random_camera`."""
+              camera_variation: float = 0.0, fps: int = FPS) -> tuple[np.ndarray, str, dict]:
+    """Clip ``index`` of a split: (T, size, size, 3) uint8 frames at ``fps``, its caption and its metadata.
+    With ``camera_variation`` p, a share p of the clips is shown through a :func:`random_camera`. The scene
+    drawn for an index does not depend on ``fps``: the same clip at 16 fps has twice the frames of the motion."""
     for attempt in range(MAX_ATTEMPTS):
         family, params, view = draw_config(np.random.default_rng([SPLIT_CODES[split], seed, index, attempt]))
         digest = config_hash(family, params)
@@ -96,7 +97,7 @@ def make_clip(index: int, *, split: str, seed: int, frames: int, size: int, rese
             break
     else:
         raise RuntimeError(f"clip {index}: every draw collided with a test configuration")
-    trace = simulate(FAMILIES[family].build(params), frames)
+    trace = simulate(FAMILIES[family].build(params), frames, fps=fps)
     camera_rng = np.random.default_rng([SPLIT_CODES[split], seed, index, attempt, CAMERA_CODE])
     camera = random_camera(camera_rng) if camera_rng.random() < camera_variation else Camera()
     clip = render_views(trace, size, (view,), camera)[0]
@@ -108,15 +109,17 @@ def make_clip(index: int, *, split: str, seed: int, frames: int, size: int, rese
 
 
 def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: int = 64, size: int = 64,
-                workers: int = 1, progress: bool = True, camera_variation: float = 0.0) -> Path:
-    """Generate ``num_clips`` clips into ``root/split`` and return that folder (``camera_variation``: see
-    :func:`make_clip`)."""
+                workers: int = 1, progress: bool = True, camera_variation: float = 0.0, fps: int = FPS) -> Path:
+    """Generate ``num_clips`` clips into ``root/split`` and return that folder (``camera_variation``, ``fps``:
+    see :func:`make_clip`)."""
     if split not in SPLIT_CODES:
         raise InputError(f"split must be one of {sorted(SPLIT_CODES)}, got {split!r}")
     if not 0.0 <= camera_variation <= 1.0:
         raise InputError(f"camera variation is a share of the clips, between 0 and 1 (got {camera_variation})")
     if num_clips < 0 or frames < 1 or workers < 1:
         raise InputError(f"need num_clips >= 0, frames >= 1, workers >= 1 (got {num_clips}, {frames}, {workers})")
+    if fps < 1 or (FPS * SUBSTEPS) % fps:
+        raise InputError(f"fps must divide {FPS * SUBSTEPS}, the simulator's substeps per second (got {fps})")
     try:
         check_size(size)
     except ValueError as error:
@@ -127,7 +130,7 @@ def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: in
         old.unlink()
     reserved = reserved_hashes(seed) if split != "test" else frozenset()
     job = partial(make_clip, split=split, seed=seed, frames=frames, size=size, reserved=reserved,
-                  camera_variation=camera_variation)
+                  camera_variation=camera_variation, fps=fps)
     captions, metas, shard = [], [], []
     num_shards = math.ceil(num_clips / CLIPS_PER_SHARD)
 
@@ -158,7 +161,7 @@ def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: in
         if pool:
             pool.close()
             pool.join()
-    settings = {"split": split, "num_clips": num_clips, "seed": seed, "frames": frames, "size": size, "fps": FPS,
+    settings = {"split": split, "num_clips": num_clips, "seed": seed, "frames": frames, "size": size, "fps": fps,
                 "substeps": SUBSTEPS, "clips_per_shard": CLIPS_PER_SHARD, "num_shards": num_shards,
                 "reserved_test_hashes": len(reserved), "camera_variation": camera_variation}
     atomic_write_text(out / "captions.json", json.dumps(captions, indent=0))

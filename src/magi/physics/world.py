@@ -25,7 +25,7 @@ VIEW_OFFSETS = (0, 32, 64)  # perspective-left / -center / -right
 VISIBLE_X = (VIEW_OFFSETS[-1], VIEW_OFFSETS[0] + VIEW_SIZE)  # world x range seen by every view
 FLOOR_Y = 224.0  # top surface of the floor
 GRAVITY = 300.0  # world px / s^2: slow enough that 8 FPS shows a fall over several frames
-FPS = 8
+FPS = 8  # the world's frame rate: families time their events in these frames (``simulate(fps=)`` records others)
 SUBSTEPS = 16
 DT = 1.0 / (FPS * SUBSTEPS)
 
@@ -173,37 +173,48 @@ def _apply_holds(scene: Scene, frame: int, substep: int) -> None:
             b.position, b.velocity, b.angular_velocity = pos, vel, angvel
 
 
-def simulate(scene: Scene, frames: int, *, perturb_at: int | None = None, perturb_rng=None) -> Trace:
+def simulate(scene: Scene, frames: int, *, fps: int = FPS, perturb_at: int | None = None,
+             perturb_rng=None) -> Trace:
     """Step ``scene`` for ``frames`` frames; frame t is the state after t frame steps (frame 0 = initial).
+
+    ``fps``: frames recorded per second. The world always steps FPS x SUBSTEPS times a second and its families
+    time their events in FPS frames, so any ``fps`` dividing FPS * SUBSTEPS records the same motion, sampled
+    more or less often: at 2 * FPS, every other frame is the FPS run's frame.
 
     With ``perturb_at`` = s, the state is perturbed right after frame s is recorded (the switch frame), so frames
     0..s are bit-identical to the unperturbed run.
     """
+    if fps < 1 or (FPS * SUBSTEPS) % fps:
+        raise ValueError(f"fps={fps} must divide {FPS * SUBSTEPS} (the world's substeps per second)")
+    per_frame = FPS * SUBSTEPS // fps  # substeps between recorded frames
     things = scene.things
     states = np.zeros((frames, len(things), 3), np.float64)
     particles, extras = [], []
     bounces = {t.name: 0 for t in things}
     falling = {t.name: False for t in things}
+    steps = 0  # substeps taken; the world's frame is steps // SUBSTEPS
     for frame in range(frames):
-        if frame > 0:
-            for sub in range(SUBSTEPS):
-                _apply_holds(scene, frame - 1, sub)
-                for h in scene.hooks:
-                    h(scene, frame - 1, sub)
-                scene.space.step(DT)
-                for t in things:
-                    if t.body is not None and t.kind == "circle":
-                        vy = t.body.velocity.y
-                        if vy > 40.0:
-                            falling[t.name] = True
-                        elif vy < -15.0 and falling[t.name]:
-                            bounces[t.name] += 1
-                            falling[t.name] = False
+        for _ in range(per_frame if frame > 0 else 0):
+            world_frame, sub = divmod(steps, SUBSTEPS)
+            _apply_holds(scene, world_frame, sub)
+            for h in scene.hooks:
+                h(scene, world_frame, sub)
+            scene.space.step(DT)
+            steps += 1
+            for t in things:
+                if t.body is not None and t.kind == "circle":
+                    vy = t.body.velocity.y
+                    if vy > 40.0:
+                        falling[t.name] = True
+                    elif vy < -15.0 and falling[t.name]:
+                        bounces[t.name] += 1
+                        falling[t.name] = False
+        now = steps // SUBSTEPS if steps % SUBSTEPS == 0 else steps / SUBSTEPS  # in the world's frames
         for k, t in enumerate(things):
             if t.body is not None:
                 states[frame, k] = (t.body.position.x, t.body.position.y, t.body.angle)
             else:
-                states[frame, k] = t.place(frame)
+                states[frame, k] = t.place(now)
         particles.append(np.array([tuple(b.position) for b in scene.particles], np.float64).reshape(-1, 2))
         extras.append({**scene.extras, **(scene.record_extras(scene) if scene.record_extras else {})})
         if perturb_at is not None and frame == perturb_at:
