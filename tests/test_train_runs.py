@@ -130,6 +130,19 @@ def test_init_needs_an_exported_dit(tmp_path, tiny_recipes, capsys):
     assert not (tmp_path / "v").exists()
 
 
+def test_training_refuses_clips_of_another_frame_rate(tmp_path, capsys):
+    data = tmp_path / "data16"
+    assert main(["data", "--out", str(data), "--train", "2", "--dev", "1", "--test", "0", "--frames", "24",
+                 "--size", "32", "--fps", "16", "--no-progress"]) == 0
+    common = ["--data", str(data), "--preset", "tiny", "--steps", "1", "--no_progress"]
+    assert main(["train", "vae", "--out", str(tmp_path / "v"), *common]) == 2
+    assert "at 16 fps but the model's video.fps is 8 (train with --set video.fps=16)" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
+    assert main(["train", "vae", "--out", str(tmp_path / "v"), *common, "--set", "video.fps=16",
+                 "--set", "train.sample_every=0", "--set", "train.batch_size=1"]) == 0
+    assert RunConfig.load(tmp_path / "v" / "export" / "config.json").video.fps == 16
+
+
 def test_physics_recipes_use_a_known_preset():
     for preset, phase in TRAINING:
         assert phase in ("vae", "dit", "distill")

@@ -181,6 +181,14 @@ def _read_meta(folder: Path) -> dict:
         raise _unreadable(folder, error) from None
 
 
+def recorded_fps(root: Path) -> int | None:
+    """The frame rate of a dataset written by ``magi data`` (its train split's meta.json); None without one."""
+    folder = Path(root) / "train"
+    if not (folder / "meta.json").is_file():
+        return None
+    return int(_read_meta(folder)["generator"].get("fps", FPS))
+
+
 def usual_camera(root: Path, split: str) -> np.ndarray:
     """(N,) bool: which clips of a split are shown through the usual camera (not ``--camera-variation``'s)."""
     folder = Path(root) / split

@@ -40,6 +40,16 @@ def load_clips(data: Path, split: str) -> tuple[np.ndarray, list[str]]:
     return load_split(Path(data), split)
 
 
+def check_frame_rate(cfg: RunConfig, data: Path) -> None:
+    """Refuse clips of another frame rate than the model's ``video.fps``: its videos would play too fast or slow."""
+    from magi.physics.dataset import recorded_fps
+
+    fps = recorded_fps(Path(data))
+    if fps is not None and fps != cfg.video.fps:
+        raise InputError(f"the clips of '{data}' are at {fps} fps but the model's video.fps is {cfg.video.fps} "
+                         f"(train with --set video.fps={fps})")
+
+
 def t2v_clips(cfg: RunConfig, data: Path) -> Tensor | None:
     """The train clips that t2v samples may draw (``train.t2v_usual_camera``), or None for all."""
     from magi.physics.dataset import usual_camera
@@ -82,6 +92,7 @@ def train_vae(cfg: RunConfig, data: Path, run_dir: Path, *, progress: bool = Tru
     parallel = parallel or SingleProcess()
     if init is not None:
         cfg = replace(cfg, vae=RunConfig.load(init / "config.json").vae)
+    check_frame_rate(cfg, data)
     clips, _ = load_clips(data, "train")
     dev, _ = load_clips(data, "dev")
     dev = whole_frames(dev[:16], cfg.vae.patch_t)
@@ -235,6 +246,7 @@ def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progr
     if not (vae_export / "vae.safetensors").is_file():
         raise InputError(f"'{vae_run}' has no exported VAE (export/vae.safetensors); train the VAE first")
     cfg = replace(cfg, vae=RunConfig.load(vae_export / "config.json").vae)
+    check_frame_rate(cfg, data)
     vae, cache, contexts, masks = prepare_dit_data(cfg, data, vae_export / "vae.safetensors", run_dir, progress,
                                                    parallel)
     dev, dev_captions = load_clips(data, "dev")
@@ -306,6 +318,7 @@ def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, prog
         raise InputError(f"teacher '{teacher_dir}' has no config.json")
     teacher_cfg = RunConfig.load(teacher_dir / "config.json")
     cfg = student_config(teacher_cfg, train_cfg)
+    check_frame_rate(cfg, data)
     if device:
         resolve_device(device)
         cfg = replace(cfg, device=device)
