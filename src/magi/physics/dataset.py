@@ -23,7 +23,7 @@ from magi.io.atomic import atomic_path, atomic_write_text
 from magi.physics.captions import caption
 from magi.physics.families import FAMILIES, MINI_COUNTS, TRAIN_WEIGHTS
 from magi.physics.render import Camera, check_size, render_views
-from magi.physics.world import FPS, SUBSTEPS, simulate
+from magi.physics.world import FPS, SUBSTEPS, check_fps, simulate
 
 SPLIT_CODES = {"train": 1, "dev": 2, "test": 3}
 MINI_CODE = 4
@@ -118,10 +118,9 @@ def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: in
         raise InputError(f"camera variation is a share of the clips, between 0 and 1 (got {camera_variation})")
     if num_clips < 0 or frames < 1 or workers < 1:
         raise InputError(f"need num_clips >= 0, frames >= 1, workers >= 1 (got {num_clips}, {frames}, {workers})")
-    if fps < 1 or (FPS * SUBSTEPS) % fps:
-        raise InputError(f"fps must divide {FPS * SUBSTEPS}, the simulator's substeps per second (got {fps})")
     try:
         check_size(size)
+        check_fps(fps)
     except ValueError as error:
         raise InputError(str(error)) from None
     out = Path(root) / split

@@ -173,6 +173,12 @@ def _apply_holds(scene: Scene, frame: int, substep: int) -> None:
             b.position, b.velocity, b.angular_velocity = pos, vel, angvel
 
 
+def check_fps(fps: int) -> None:
+    """A frame rate the world can record: it must divide the FPS * SUBSTEPS steps it takes a second."""
+    if fps < 1 or (FPS * SUBSTEPS) % fps:
+        raise ValueError(f"fps must divide {FPS * SUBSTEPS}, the simulator's substeps per second (got fps={fps})")
+
+
 def simulate(scene: Scene, frames: int, *, fps: int = FPS, perturb_at: int | None = None,
              perturb_rng=None) -> Trace:
     """Step ``scene`` for ``frames`` frames; frame t is the state after t frame steps (frame 0 = initial).
@@ -184,8 +190,7 @@ def simulate(scene: Scene, frames: int, *, fps: int = FPS, perturb_at: int | Non
     With ``perturb_at`` = s, the state is perturbed right after frame s is recorded (the switch frame), so frames
     0..s are bit-identical to the unperturbed run.
     """
-    if fps < 1 or (FPS * SUBSTEPS) % fps:
-        raise ValueError(f"fps={fps} must divide {FPS * SUBSTEPS} (the world's substeps per second)")
+    check_fps(fps)
     per_frame = FPS * SUBSTEPS // fps  # substeps between recorded frames
     things = scene.things
     states = np.zeros((frames, len(things), 3), np.float64)
