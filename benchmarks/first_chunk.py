@@ -42,6 +42,7 @@ import torch
 
 from magi.config import apply_overrides
 from magi.flow.schedule import time_grid
+from magi.io.video import tensor_to_frames
 from magi.io.weights import load_checkpoint_config
 from magi.physics.dataset import load_split
 from magi.sampling.pipeline import build_pipeline
@@ -121,12 +122,7 @@ def main() -> None:
         generator = torch.Generator().manual_seed(0)
         x = torch.randn((args.seeds, *x1.shape[1:]), generator=generator)
         context, mask = text.encode([caption] * args.seeds)
-        with torch.no_grad():
-            for a, b in zip(grid[:-1], grid[1:]):
-                v = dit(x, torch.full((args.seeds, F), float(a)), context, mask)
-                x = (stochastic_step(x, v, a, b - a, eta, torch.randn(x.shape, generator=generator)) if eta > 0
-                     else euler_step(x, v, b - a))
-            frames = ((vae.decode(x).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 4, 1).numpy()
+        frames = decoded(vae, first_chunk(dit, x, (context, mask), grid, eta, generator))
         parsed = [parse(video, colour) for video in frames]
         accuracy = float(np.mean([(counts == count).mean() for counts, _, _ in parsed]))
         fell = sum(falls(heights, chunk_frames) for _, _, heights in parsed)
@@ -160,11 +156,31 @@ def main() -> None:
                      [captions[i].split()[1] for i in bounce], grid, eta, chunk_frames, args.split)
 
 
+@torch.no_grad()
+def first_chunk(dit, x: torch.Tensor, text: tuple[torch.Tensor, torch.Tensor], grid: torch.Tensor, eta: float,
+                generator: torch.Generator, clip: torch.Tensor | None = None, below: float = 0.0) -> torch.Tensor:
+    """A chunk generated from the noise ``x`` (B, C, F, h, w) over ``grid`` by plain steps (Euler, or the
+    stochastic step with ``eta`` > 0, its noise from ``generator``), no guidance. With ``clip``, the model's clean
+    prediction is replaced by it at every step with t below ``below``."""
+    for a, b in zip(grid[:-1], grid[1:]):
+        v = dit(x, torch.full(x.shape[:1] + x.shape[2:3], float(a)), *text)
+        if clip is not None and a < below:  # the velocity whose clean prediction is the clip: x_t + (1 - t) v = x1
+            v = (clip - x) / (1 - a)
+        x = (stochastic_step(x, v, a, b - a, eta, torch.randn(x.shape, generator=generator)) if eta > 0
+             else euler_step(x, v, b - a))
+    return x
+
+
+@torch.no_grad()
+def decoded(vae, latents: torch.Tensor) -> np.ndarray:
+    """Latents (B, C, F, h, w) -> uint8 videos (B, T, H, W, 3)."""
+    return np.stack([tensor_to_frames(video) for video in vae.decode(latents)])
+
+
 def start_heights(vae, latents: torch.Tensor, colours: list[str]) -> tuple[np.ndarray, int]:
     """Decoded first chunks (B, C, F, h, w) -> per clip the height (pixels from the top) of its ball's largest
     blob in each frame, nan where it is not seen: (B, T); and the frame height."""
-    with torch.no_grad():
-        frames = ((vae.decode(latents).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 4, 1).numpy()
+    frames = decoded(vae, latents)
     return np.stack([parse(video, colour)[2] for video, colour in zip(frames, colours)]), frames.shape[2]
 
 
@@ -194,14 +210,7 @@ def layout_table(dit, vae, x1: torch.Tensor, text: tuple[torch.Tensor, torch.Ten
     print("|---:|---:|---:|")
     for level in HAND_OVER:
         generator = torch.Generator().manual_seed(0)
-        x = torch.randn(x1.shape, generator=generator)
-        with torch.no_grad():
-            for a, b in zip(grid[:-1], grid[1:]):
-                v = dit(x, torch.full((B, F), float(a)), *text)
-                if a < level:  # the velocity whose clean prediction is the clip: x_t + (1 - t) v = x1
-                    v = (x1 - x) / (1 - a)
-                x = (stochastic_step(x, v, a, b - a, eta, torch.randn(x.shape, generator=generator)) if eta > 0
-                     else euler_step(x, v, b - a))
+        x = first_chunk(dit, torch.randn(x1.shape, generator=generator), text, grid, eta, generator, x1, level)
         heights = start_heights(vae, x, colours)[0]
         starts = [row[~np.isnan(row)][0] / height for row in heights if (~np.isnan(row)).any()]
         fell = sum(falls(row, chunk_frames) for row in heights)
