@@ -132,6 +132,29 @@ def test_mini_layout(tmp_path):
     assert sum(MINI_COUNTS.values()) == 66
 
 
+def test_mini_at_16_fps_is_the_8_fps_set_sampled_twice_as_often(tmp_path):
+    """The same cases over the same seconds: twice the frames, and every other take-1 frame (conditioning and
+    test) is the 8-fps set's frame; the settings, folders and sidecars say 16 fps."""
+    eight = write_physics_iq_mini(tmp_path / "8", profile="tiny", progress=False, scenarios=1)
+    sixteen = write_physics_iq_mini(tmp_path / "16", profile="tiny", progress=False, scenarios=1, fps=16)
+    info = json.loads((sixteen / "physics_iq_mini.json").read_text())
+    assert (info["fps"], info["conditioning_frames"], info["test_frames"], info["switch_frame"]) == (16, 16, 32, 15)
+    name = "0001_{}-videos_{}FPS_perspective-left_take-1_trimmed-ball-bounce-1"
+    for kind, frames in (("conditioning", 8), ("testing", 16)):
+        with np.load(eight / "split-videos" / kind / "8FPS" / f"{name.format(kind, 8)}.npz") as a, \
+                np.load(sixteen / "split-videos" / kind / "16FPS" / f"{name.format(kind, 16)}.npz") as b:
+            assert len(a["frames"]) == frames and len(b["frames"]) == 2 * frames
+            assert np.array_equal(b["frames"][::2], a["frames"])
+            if kind == "testing":  # the frames between are new (the ball moves there)
+                assert not np.array_equal(b["frames"][1::2], a["frames"])
+    sidecar = sixteen / "split-videos" / "testing" / "16FPS" / f"{name.format('testing', 16)}.json"
+    side = json.loads(sidecar.read_text())
+    assert side["fps"] == 16 and len(side["objects"][0]["positions"]) == 32
+    assert render_case(0, 0, 1, profile="tiny", fps=16)[0].shape == (48, 32, 32, 3)
+    with pytest.raises(InputError, match="fps must divide"):
+        write_physics_iq_mini(tmp_path / "3", profile="tiny", progress=False, scenarios=1, fps=3)
+
+
 def test_cli(tmp_path):
     from magi.cli import main
 
@@ -141,7 +164,8 @@ def test_cli(tmp_path):
     assert (tmp_path / "settings.json").is_file()
     assert main(["data", "--out", str(tmp_path), "--train", "1", "--size", "5", "--no-progress"]) == 2
     assert main(["data", "--physics-iq-mini", str(tmp_path / "m"), "--profile", "huge", "--no-progress"]) == 2
-    assert main(["data", "--physics-iq-mini", str(tmp_path / "m"), "--fps", "16", "--no-progress"]) == 2
+    assert main(["data", "--physics-iq-mini", str(tmp_path / "m"), "--fps", "3", "--no-progress"]) == 2
+    assert not (tmp_path / "m" / "physics_iq_mini.json").exists()
     assert main(["data", "--out", str(tmp_path / "f"), "--train", "1", "--dev", "0", "--test", "0", "--frames", "3",
                  "--size", "16", "--fps", "16", "--no-progress"]) == 0
     assert json.loads((tmp_path / "f" / "settings.json").read_text())["fps"] == 16

@@ -250,6 +250,23 @@ def test_mini_eval_end_to_end_with_overrides(tmp_path):
     assert not (tmp_path / "bad" / "config.json").exists()
 
 
+def test_mini_eval_builds_its_set_at_the_models_frame_rate(tmp_path, capsys):
+    """A 16-fps model gets a 16-fps set (built on the first run) and is scored on it; an 8-fps model is refused on
+    that set with the command that makes one at its rate, before anything is written."""
+    data = tmp_path / "data"
+    args = ["eval", "physics-iq-mini", "--profile", "tiny", "--limit", "1", "--preset", "tiny", "--modes", "i2v",
+            "--data", str(data), "--previews", "0", "--no-progress", "--set", "sampler.steps=4"]
+    assert main(args + ["--out", str(tmp_path / "16"), "--set", "video.fps=16"]) == 0
+    assert json.loads((data / "physics_iq_mini.json").read_text())["fps"] == 16
+    report = json.loads((tmp_path / "16" / "report.json").read_text())
+    assert report["meta"]["fps"] == 16 and report["meta"]["cases"] == 3
+    with np.load(next((tmp_path / "16" / "generated" / "i2v").iterdir())) as clip:
+        assert len(clip["frames"]) == 32 and float(clip["fps"]) == 16  # 2 s at 16 fps: the tiny profile's test
+    assert main(args + ["--out", str(tmp_path / "8")]) == 2
+    assert "magi data --physics-iq-mini DIR --fps 8" in capsys.readouterr().err
+    assert not (tmp_path / "8").exists()
+
+
 def test_mini_eval_cases_generated_together_are_the_cases_generated_alone(tmp_path, capsys):
     """--batch 2 over 3 cases (a pair, then the last one alone) writes the videos that --batch 1 writes."""
     from magi.eval.layout import read_clip

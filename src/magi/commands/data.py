@@ -22,8 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--fps", type=int, default=None,
-                   help="frames per second of every split (default: the simulator's own, 8): the same scenes and "
-                        "motion, sampled more or less often; must divide the simulator's 128 substeps per second")
+                   help="frames per second of every split or of Physics-IQ-mini (default: the simulator's own, 8): "
+                        "the same scenes and motion, sampled more or less often; must divide the simulator's 128 "
+                        "substeps per second")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--camera-variation", type=float, default=0.0, metavar="P",
                    help="share of the train clips shown with the view moved up or down and another background "
@@ -41,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     start = time.perf_counter()
     if args.physics_iq_mini is not None:
-        if args.fps is not None:
-            raise InputError("--fps is for --out splits; Physics-IQ-mini keeps the simulator's frame rate")
-        root = write_physics_iq_mini(args.physics_iq_mini, seed=args.seed, profile=args.profile, progress=progress)
-        print(f"wrote Physics-IQ-mini ({args.profile}) to {root} in {time.perf_counter() - start:.1f}s")
+        fps = FPS if args.fps is None else args.fps
+        root = write_physics_iq_mini(args.physics_iq_mini, seed=args.seed, profile=args.profile, progress=progress,
+                                     fps=fps)
+        print(f"wrote Physics-IQ-mini ({args.profile}, {fps} fps) to {root} in {time.perf_counter() - start:.1f}s")
         return 0
     counts = {"train": args.train, "dev": args.dev, "test": args.test}
     if any(n < 0 for n in counts.values()):

@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     m = benchmarks.add_parser("physics-iq-mini", help="generate on Physics-IQ-mini and score beside baselines")
     m.add_argument("--data", type=Path, help="the set (built here if missing or empty; "
-                                              "default: runs/physics-iq-mini-<profile>-seed<seed>)")
+                                              "default: runs/physics-iq-mini-<profile>-seed<seed>, "
+                                              "with -<fps>fps for a model not at 8 fps)")
     source = m.add_mutually_exclusive_group()
     source.add_argument("--preset", help="named configuration (default: the default preset)")
     source.add_argument("--checkpoint", type=Path,
@@ -122,12 +123,16 @@ def run_physics_iq_mini(args: argparse.Namespace) -> int:
     if args.steps is not None:
         cfg = apply_overrides(cfg, [f"sampler.steps={args.steps}"])
         cfg = dataclasses.replace(cfg, name=f"{cfg.name}-{args.steps}steps")
-    data = args.data or Path(f"runs/physics-iq-mini-{args.profile}-seed{args.seed}")
+    from magi.physics.world import FPS
+
+    rate = "" if cfg.video.fps == FPS else f"-{cfg.video.fps}fps"  # a set per frame rate
+    data = args.data or Path(f"runs/physics-iq-mini-{args.profile}-seed{args.seed}{rate}")
     data = ensure_data(data, seed=args.seed, profile=args.profile, scenarios=args.limit,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, fps=cfg.video.fps)
     info = settings(data)
     if cfg.video.fps != info["fps"]:
-        raise InputError(f"the model makes {cfg.video.fps} fps video but '{data}' is {info['fps']} fps")
+        raise InputError(f"the model makes {cfg.video.fps} fps video but '{data}' is {info['fps']} fps "
+                         f"(a set at {cfg.video.fps} fps: magi data --physics-iq-mini DIR --fps {cfg.video.fps})")
     if "v2v" in modes and info["conditioning_frames"] < cfg.frames_per_chunk:
         raise InputError(f"v2v needs {cfg.frames_per_chunk} conditioning frames (one chunk) but the "
                          f"{info['profile']} profile has {info['conditioning_frames']}; use --modes i2v")

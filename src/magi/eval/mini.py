@@ -22,6 +22,7 @@ import numpy as np
 
 from magi.errors import InputError
 from magi.eval.layout import Case, RealSet, find_cases, fps_folders, read_clip
+from magi.physics.world import FPS
 
 if TYPE_CHECKING:  # the pipeline (torch, the networks) is imported only when generating
     from magi.sampling.pipeline import Request
@@ -59,15 +60,16 @@ def settings(root: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def ensure_data(root: Path, *, seed: int, profile: str, scenarios: int | None, progress: bool = True) -> Path:
-    """Build the set with ``magi.physics.mini`` unless ``root`` already holds one."""
+def ensure_data(root: Path, *, seed: int, profile: str, scenarios: int | None, progress: bool = True,
+                fps: int = FPS) -> Path:
+    """Build the set at ``fps`` with ``magi.physics.mini`` unless ``root`` already holds one."""
     root = Path(root)
     if root.is_dir() and any(root.iterdir()):
         settings(root)
         return root
     from magi.physics.mini import write_physics_iq_mini
 
-    return write_physics_iq_mini(root, seed=seed, profile=profile, progress=progress, scenarios=scenarios)
+    return write_physics_iq_mini(root, seed=seed, profile=profile, progress=progress, scenarios=scenarios, fps=fps)
 
 
 def data_cases(root: Path, scenarios: int | None = None) -> RealSet:
@@ -176,7 +178,8 @@ def write_baselines(data_root: Path, out_dir: Path, limit: int | None = None,
             save_clip(folders["take-2"] / name, read_clip(case.take2, n)[0], real.fps)
         if not _done(folders["oracle"] / name, n):
             scenario, view = divmod(int(case.id) - 1, 3)
-            frames, side = render_case(scenario, view, take=3, seed=info["seed"], profile=info["profile"])
+            frames, side = render_case(scenario, view, take=3, seed=info["seed"], profile=info["profile"],
+                                       fps=info["fps"])
             if side.get("scenario") != case.scenario or VIEWS[view] != case.view:
                 raise InputError(f"oracle for case {case.label} rendered {side.get('scenario')} {VIEWS[view]}: "
                                  "the set was not written by magi.physics.mini with these settings")
