@@ -1,6 +1,6 @@
 """Does a t2v video show what its caption asks for? Objects tracked by colour against the caption.
 
-    python benchmarks/captions.py [--checkpoint builtin:physics-64] [--seeds 0,1,2,3] [--frames 48]
+    python benchmarks/captions.py [--checkpoint builtin:physics-64] [--seeds 0,1,2,3] [--frames N]
         [--set key=value ...] [--no-i2v]
 
 For each caption (the README's main command, and captions the model was not trained on: other colours,
@@ -134,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="builtin:physics-64")
     parser.add_argument("--seeds", default="0,1,2,3")
-    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--frames", type=int, help="frames of each t2v video (default: the model's video.num_frames)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--no-i2v", action="store_true", help="the t2v captions only")
     args = parser.parse_args()
@@ -143,7 +143,8 @@ def main() -> None:
 
     magi = Magi.load(args.checkpoint, device="cpu", overrides=args.set)
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"# {magi.cfg.name} ({args.checkpoint}), t2v, {args.frames} frames, seeds {args.seeds}")
+    frames_t2v = args.frames or magi.cfg.video.num_frames
+    print(f"# {magi.cfg.name} ({args.checkpoint}), t2v, {frames_t2v} frames at {magi.fps} fps, seeds {args.seeds}")
     print()
     print("| caption | count accuracy | first chunk | colour present | falls (seeds) | starts at (height) "
           "| mean count |")
@@ -152,7 +153,7 @@ def main() -> None:
     for caption, colour, count, should_fall in CAPTIONS:
         right, first, present, fell, mean, start = [], [], [], 0, [], []
         for seed in seeds:
-            frames = magi(caption, num_frames=args.frames, seed=seed)
+            frames = magi(caption, num_frames=frames_t2v, seed=seed)
             counts, visible, heights = parse(frames, colour)
             right.append((counts == count).mean())
             first.append((counts[:magi.frames_per_chunk] == count).mean())

@@ -2,7 +2,8 @@
 
     python benchmarks/distill.py [--teacher builtin:physics-64] [--student builtin:physics-64-distill] [--cases 6]
 
-v2v continuations of Physics-IQ-mini conditioning clips (24 frames -> 48 generated), same seeds everywhere.
+v2v continuations of Physics-IQ-mini conditioning clips at the teacher's frame rate (3 s -> 2 chunks generated;
+at 8 fps 24 frames -> 48), same seeds everywhere.
 Quality is measured against the 64-step teacher (per-frame PSNR of the decoded video) and against the
 simulator (trajectory error of the located objects). Time is wall-clock seconds of compute per second of
 generated video (text encoding excluded). fp8: weight bytes, peak RSS growth while generating, and the
@@ -21,10 +22,10 @@ import numpy as np
 from magi.config import QuantConfig, RunConfig
 from magi.eval.tracking import trajectory_error
 from magi.io.weights import load_checkpoint_config, state_dict_bytes
-from magi.physics.mini import render_case
+from magi.physics.mini import profile_frames, render_case
 from magi.sampling.pipeline import Request, build_pipeline, generate_frames
 
-PREFIX, GENERATED = 24, 48
+GENERATED_CHUNKS = 2
 
 
 def load(location: str, **changes) -> RunConfig:
@@ -37,10 +38,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
-def run(pipe, cases, seed: int) -> tuple[list[np.ndarray], float]:
+def run(pipe, cases, seed: int, prefix: int, generated: int) -> tuple[list[np.ndarray], float]:
     videos, seconds = [], 0.0
     for frames, side in cases:
-        request = Request(mode="v2v", prompt=side["caption"], prefix_video=frames[:PREFIX], num_frames=GENERATED,
+        request = Request(mode="v2v", prompt=side["caption"], prefix_video=frames[:prefix], num_frames=generated,
                           seed=seed, include_prefix=False)
         start = time.perf_counter()
         videos.append(np.concatenate(list(generate_frames(pipe, request))))
@@ -56,25 +57,28 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    cases = [render_case(s, 1, 1, seed=args.seed) for s in range(0, 66, max(1, 66 // args.cases))][: args.cases]
-    fps = load(args.teacher).video.fps
-    video_seconds = len(cases) * GENERATED / fps
+    teacher = load(args.teacher)
+    fps, generated = teacher.video.fps, GENERATED_CHUNKS * teacher.frames_per_chunk
+    _, prefix, test = profile_frames("mini", fps)
+    cases = [render_case(s, 1, 1, seed=args.seed, fps=fps)
+             for s in range(0, 66, max(1, 66 // args.cases))][: args.cases]
+    video_seconds = len(cases) * generated / fps
     rows, reference, base_time = [], None, None
     for steps in (64, 32, 16, 8):
         for who, location in (("teacher", args.teacher), ("student", args.student)):
             cfg = load(location)
             pipe = build_pipeline(replace(cfg, sampler=replace(cfg.sampler, steps=steps)))
             pipe.text.encode(["warm up"])
-            videos, seconds = run(pipe, cases, args.seed)
+            videos, seconds = run(pipe, cases, args.seed, prefix, generated)
             if reference is None:
                 reference, base_time = videos, seconds
             quality = np.mean([psnr(v, r) for v, r in zip(videos, reference)])
-            trajectory = np.mean([trajectory_error(v[:40], [o for o in side["objects"] if o.get("positions")],
-                                                   start=PREFIX) for v, (_, side) in zip(videos, cases)])
+            trajectory = np.mean([trajectory_error(v[:test], [o for o in side["objects"] if o.get("positions")],
+                                                   start=prefix) for v, (_, side) in zip(videos, cases)])
             rows.append((who, steps, seconds / video_seconds, base_time / seconds, quality, trajectory))
             print(f"  {who} {steps} steps: {seconds:.1f} s", flush=True)
 
-    print(f"\n# v2v on {len(cases)} Physics-IQ-mini cases, {GENERATED} generated frames each; "
+    print(f"\n# v2v on {len(cases)} Physics-IQ-mini cases at {fps} fps, {generated} generated frames each; "
           "reference = teacher at 64 steps")
     print("| model | steps | s compute / s video | speedup vs teacher-64 | PSNR vs teacher-64 (dB) | "
           "trajectory error (px) |")
@@ -90,7 +94,7 @@ def main() -> None:
     for name, quant in (("fp32", QuantConfig()), ("fp8", QuantConfig(mode="fp8"))):
         pipe = build_pipeline(load(args.teacher, quant=quant))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        outputs[name], _ = run(pipe, cases[:2], args.seed)
+        outputs[name], _ = run(pipe, cases[:2], args.seed, prefix, generated)
         growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
         weight_mib = state_dict_bytes(pipe.dit.state_dict()) / 2**20
         mean_psnr = np.mean([psnr(a, b) for a, b in zip(outputs[name], outputs["fp32"])])

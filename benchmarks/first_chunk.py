@@ -44,7 +44,7 @@ from magi.config import apply_overrides
 from magi.flow.schedule import time_grid
 from magi.io.video import tensor_to_frames
 from magi.io.weights import load_checkpoint_config
-from magi.physics.dataset import load_split
+from magi.physics.dataset import load_split, recorded_fps
 from magi.sampling.pipeline import build_pipeline
 from magi.sampling.solvers import euler_step, stochastic_step
 from magi.training.objectives import frames_to_video
@@ -84,6 +84,10 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = apply_overrides(load_checkpoint_config(args.checkpoint), args.set)
+    fps = recorded_fps(Path(args.data))
+    if fps is not None and fps != cfg.video.fps:
+        parser.error(f"the clips of '{args.data}' are at {fps} fps but the model makes {cfg.video.fps} fps video "
+                     f"(magi data --fps {cfg.video.fps})")
     pipe = build_pipeline(cfg)
     dit, vae, text = pipe.dit.eval(), pipe.vae.eval(), pipe.text
     chunk_frames, F = cfg.frames_per_chunk, cfg.dit.chunk_frames

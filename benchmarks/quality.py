@@ -4,12 +4,13 @@
         [--set sampler.prefix_scales=2,2,2,1,1 ...]
 
 * VAE: reconstruction PSNR over the held-out test split of `magi data` (DATA_ROOT/test).
-* On Physics-IQ-mini cases (take 1; simulator positions known; the scene simulated for as long as the
-  generated video), v2v from the 24 conditioning frames and i2v from the switch frame generate 4 chunks.
+* On Physics-IQ-mini cases at the model's frame rate (take 1; simulator positions known; the scene simulated
+  for as long as the generated video), v2v from the 3 s of conditioning frames (24 at 8 fps) and i2v from the
+  switch frame generate 4 chunks.
   Each measure is shown for v2v, i2v, copying the switch frame, the simulator's frames through the VAE
   (encode + decode: what a perfect DiT would give) and the simulator itself, on the same frames:
   trajectory error against the simulator (objects located by their unique colour, see magi.eval.tracking)
-  over the 40 test frames and over all generated chunks; the share of objects still visible at the end
+  over the 5 s of test frames (40 at 8 fps) and over all generated chunks; the share of objects still visible at the end
   (count and colour kept) and still intact (at least half the pixel area they had in the switch frame: not
   dissolved), also per generated chunk; their speed in the last chunk (motion does not stop).
 """
@@ -29,11 +30,12 @@ from magi.eval.tracking import intact_objects, locate, trajectory_error, visible
 from magi.io.video import frames_to_tensor, tensor_to_frames
 from magi.io.weights import load_checkpoint_config
 from magi.physics.dataset import load_split
-from magi.physics.mini import PROFILES, render_case
+from magi.physics.mini import profile_frames, render_case
 from magi.sampling.pipeline import Request, build_pipeline, generate_frames
 from magi.training.runs import reconstruction_psnr, whole_frames
 
 SOURCES = ("v2v", "i2v", "copy_last", "vae_round_trip", "simulator")  # table columns
+MIN_SPEED = 1.6  # px per second: cases whose objects move slower over the test frames say nothing
 
 
 def main() -> None:
@@ -55,7 +57,8 @@ def main() -> None:
     results: dict[str, float] = {"vae_psnr_db": reconstruction_psnr(pipe.vae, whole_frames(clips, cfg.vae.patch_t))}
     del clips
 
-    _, prefix, horizon = PROFILES["mini"]
+    fps = cfg.video.fps
+    _, prefix, horizon = profile_frames("mini", fps)
     generated_frames = args.chunks * cfg.frames_per_chunk
     table: dict[str, list[float]] = defaultdict(list)  # "{source}_{measure}" -> one value per case
     cases = 0
@@ -63,9 +66,10 @@ def main() -> None:
         if cases == args.cases:
             break
         # simulated for as long as the generated video, so every measure compares the same frames
-        frames, side = render_case(scenario, 1, 1, seed=args.seed, test_frames=max(horizon, generated_frames))
+        frames, side = render_case(scenario, 1, 1, seed=args.seed, test_frames=max(horizon, generated_frames),
+                                   fps=fps)
         objects = [o for o in side["objects"] if o.get("positions")]
-        if not objects or mean_speed(frames[prefix:prefix + horizon], objects) < 0.2:  # static: says nothing
+        if not objects or mean_speed(frames[prefix:prefix + horizon], objects) * fps < MIN_SPEED:  # static
             continue
         cases += 1
         switch = frames[prefix - 1]
@@ -93,7 +97,7 @@ def main() -> None:
     results.update({k: float(np.mean(v)) for k, v in table.items()})
 
     n = args.chunks
-    print(f"# {cfg.name} ({args.checkpoint}), {cases} moving Physics-IQ-mini cases, seed {args.seed}")
+    print(f"# {cfg.name} ({args.checkpoint}), {cases} moving Physics-IQ-mini cases at {fps} fps, seed {args.seed}")
     print(f"VAE reconstruction PSNR (test split): {results['vae_psnr_db']:.2f} dB\n")
     print("| measure | v2v | i2v | copy last frame | VAE round trip of the truth | simulator |\n"
           "|---|---:|---:|---:|---:|---:|")

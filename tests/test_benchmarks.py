@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from magi.presets import DEFAULT_PRESET, get_preset
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = {
     "streaming.py": ["--preset", "tiny", "--chunks", "1,2", "--repeats", "1"],
@@ -40,8 +42,10 @@ def test_benchmark_runs(script, tmp_path):
     args = list(SCRIPTS[script])
     if script in ("quality.py", "first_chunk.py"):  # they read the test and the dev split
         # (dev seed 5: its third clip is a ball-bounce one, for first_chunk.py's part 4)
+        fps = str(get_preset(DEFAULT_PRESET).video.fps)  # the clips at the default model's frame rate
         subprocess.run([sys.executable, "-m", "magi", "data", "--out", str(tmp_path / "data"), "--train", "0",
-                        "--dev", "12", "--test", "4", "--seed", "5", "--no-progress"], check=True, capture_output=True)
+                        "--dev", "12", "--test", "4", "--seed", "5", "--fps", fps, "--no-progress"], check=True,
+                       capture_output=True)
         args += ["--data", str(tmp_path / "data")]
     if script == "real_size.py":
         args += ["--dir", str(tmp_path)]

@@ -136,7 +136,8 @@ def test_training_refuses_clips_of_another_frame_rate(tmp_path, capsys):
                  "--size", "32", "--fps", "16", "--no-progress"]) == 0
     common = ["--data", str(data), "--preset", "tiny", "--steps", "1", "--no_progress"]
     assert main(["train", "vae", "--out", str(tmp_path / "v"), *common]) == 2
-    assert "at 16 fps but the model's video.fps is 8 (train with --set video.fps=16)" in capsys.readouterr().err
+    assert ("at 16 fps but the model's video.fps is 8 (train with --set video.fps=16, or write the clips with magi "
+            "data --fps 8)") in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
     assert main(["train", "vae", "--out", str(tmp_path / "v"), *common, "--set", "video.fps=16",
                  "--set", "train.sample_every=0", "--set", "train.batch_size=1"]) == 0

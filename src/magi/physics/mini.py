@@ -47,7 +47,7 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, **arrays)
 
-def _profile(profile: str, fps: int = FPS) -> tuple[int, int, int]:
+def profile_frames(profile: str, fps: int = FPS) -> tuple[int, int, int]:
     """(size, conditioning frames, test frames) of ``profile`` recorded at ``fps``."""
     if profile not in PROFILES:
         raise InputError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
@@ -66,7 +66,7 @@ def simulate_take(scenario_index: int, take: int, *, seed: int = 0, profile: str
     ``test_frames`` overrides the profile's count of frames after the conditioning (the first frames of a
     longer simulation are the same frames).
     """
-    _, cond, test = _profile(profile, fps)
+    _, cond, test = profile_frames(profile, fps)
     test = test if test_frames is None else test_frames
     configs = benchmark_configs(seed)
     if not 0 <= scenario_index < len(configs) or take < 1:
@@ -90,7 +90,7 @@ def render_case(scenario_index: int, view: int, take: int, *, seed: int = 0, pro
                 test_frames: int | None = None, fps: int = FPS) -> tuple[np.ndarray, dict]:
     """All conditioning + test frames (T, H, W, 3) uint8 of one case at ``fps``, and its sidecar (positions for
     all T)."""
-    size, _, _ = _profile(profile, fps)
+    size, _, _ = profile_frames(profile, fps)
     if view not in (0, 1, 2):
         raise InputError(f"view must be 0, 1 or 2, got {view}")
     trace = simulate_take(scenario_index, take, seed=seed, profile=profile, test_frames=test_frames, fps=fps)
@@ -103,7 +103,7 @@ def render_case(scenario_index: int, view: int, take: int, *, seed: int = 0, pro
 def write_physics_iq_mini(root: Path, *, seed: int = 0, profile: str = "mini", progress: bool = True,
                           scenarios: int | None = None, fps: int = FPS) -> Path:
     """Write the benchmark at ``fps`` to ``root`` (``scenarios`` limits the count, for tests) and return ``root``."""
-    size, cond, test = _profile(profile, fps)
+    size, cond, test = profile_frames(profile, fps)
     configs = benchmark_configs(seed)
     n = len(configs) if scenarios is None else scenarios
     if not 1 <= n <= len(configs):

@@ -47,7 +47,8 @@ def check_frame_rate(cfg: RunConfig, data: Path) -> None:
     fps = recorded_fps(Path(data))
     if fps is not None and fps != cfg.video.fps:
         raise InputError(f"the clips of '{data}' are at {fps} fps but the model's video.fps is {cfg.video.fps} "
-                         f"(train with --set video.fps={fps})")
+                         f"(train with --set video.fps={fps}, or write the clips with magi data --fps "
+                         f"{cfg.video.fps})")
 
 
 def t2v_clips(cfg: RunConfig, data: Path) -> Tensor | None:
