@@ -223,3 +223,49 @@ def test_vae_latent_noise_perturbs_what_the_decoder_sees():
     assert losses[0] == losses[1] != losses[2]  # deterministic per step; the noise changes the reconstruction
 
 
+
+
+def test_own_context_regenerates_exactly_the_whole_chunk_prefixes():
+    """train.own_context: the picked rows' clean whole-chunk prefixes become the DiT's own regeneration; with the
+    exact velocity towards the data the regeneration is the data (the Euler steps are right); i2v and t2v rows,
+    the noisy frames and the levels stay as they were."""
+    from magi.training.objectives import _dit_batches, with_own_context
+
+    cfg = replace(tiny_cfg(), train=TrainConfig(batch_size=12, clip_chunks=3, prefix_probs=(0.3, 0.3, 0.4)))
+    latents, contexts, masks = torch.randn(5, 4, 6, 4, 4, generator=torch.Generator().manual_seed(1)), *data()[1:]
+    dit = DiT(cfg.dit)
+    b = _dit_batches(latents, contexts, masks, cfg)(dit, torch.Generator().manual_seed(0), 0.1)
+    F = cfg.dit.chunk_frames
+    whole = (b.t[:, :F] == 1).all(dim=1)
+    assert whole.any() and (~whole).any()  # both kinds of rows in the batch
+
+    def exact(x, t, context, mask, no_text=None):  # the velocity that ends on the data at t = 1
+        target = b.data[rows]
+        return (target - x) / (1 - t).clamp(min=1e-6)[:, None, :, None, None]
+
+    rows = whole.nonzero().flatten()
+    ideal = with_own_context(exact, b, torch.Generator().manual_seed(2), 1.0, 0.5, F)
+    torch.testing.assert_close(ideal.data, b.data)
+
+    own = with_own_context(dit, b, torch.Generator().manual_seed(2), 1.0, 0.5, F)
+    assert torch.equal(own.t, b.t) and torch.equal(own.context, b.context)
+    changed = (own.data != b.data).any(dim=(1, 3, 4))  # (B, T)
+    assert torch.equal(changed, (b.t == 1) & whole[:, None])  # exactly the prefix frames of whole-prefix rows
+    none = with_own_context(dit, b, torch.Generator().manual_seed(2), 0.0, 0.5, F)
+    assert torch.equal(none.data, b.data)
+
+
+def test_own_context_trains_and_leaves_the_default_draws_alone(tmp_path):
+    from magi.training.objectives import dit_objective
+
+    cfg = replace(tiny_cfg(), train=replace(tiny_cfg().train, prefix_probs=(0.0, 0.0, 1.0)))
+    torch.manual_seed(0)
+    dit = DiT(cfg.dit)
+    plain = dit_objective(*data(), cfg)(dit, 0)
+    assert torch.equal(plain, dit_objective(*data(), cfg)(dit, 0))
+    own = dit_objective(*data(), replace(cfg, train=replace(cfg.train, own_context=1.0)))(dit, 0)
+    assert torch.isfinite(own) and not torch.equal(own, plain)
+    own.backward()
+    assert all(p.grad is not None for p in dit.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="own_context"):
+        TrainConfig(own_context=1.5)
