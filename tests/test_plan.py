@@ -60,3 +60,11 @@ def test_plan_command(capsys):
     out = capsys.readouterr().out
     assert "VRAM per device" in out and "host RAM" in out and "(met)" in out
     assert main(["plan", "--preset", "magi-24b", "--gpus", "5"]) == 2
+
+
+def test_the_published_vae_is_recognised_by_its_config_wherever_it_runs():
+    vae = "VAE weights and one decode tile"
+    published = plan(get_preset("magi-4.5b"), 1).device[vae]
+    assert plan(apply_overrides(get_preset("magi-4.5b"), ["vae.device=cpu"]), 1).device[vae] == published
+    ours = apply_overrides(get_preset("magi-4.5b"), ["vae.encoder_depth=2", "vae.decoder_depth=2"])
+    assert plan(ours, 1).device[vae] != published  # a 1024-wide VAE of ours, counted as ours

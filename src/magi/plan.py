@@ -10,9 +10,10 @@ the largest forward; they are an estimate, set beside measured peaks in docs/ben
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from magi.config import RunConfig
+from magi.presets import magi_vae
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 FLOAT32 = 4
@@ -127,7 +128,7 @@ def plan(cfg: RunConfig, devices: int) -> MemoryPlan:
     widest = cached_chunks + chunks
     attention = rows * widest * tpc * 2 * kv_dim * act // devices + rows * tpc * d.num_heads * FLOAT32 // devices
     text = rows * chunks * d.context_max_length * (d.context_dim * FLOAT32 + 2 * d.dim * act)
-    published_vae = cfg.vae.dim == 1024  # the magi-* presets' VAE config
+    published_vae = replace(cfg.vae, device="") == magi_vae()  # the magi-* presets' VAE, wherever it runs
     vae_params = _vae_params(cfg, published_vae)
     vae_tile = (MAGI_VAE_TILE_TOKENS if published_vae else cfg.vae.segment_frames * (cfg.video.height // 8) *
                 (cfg.video.width // 8)) * cfg.vae.dim * 8 * act

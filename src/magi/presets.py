@@ -95,7 +95,8 @@ def training_config(preset: str, phase: str) -> RunConfig:
     return replace(cfg, weights="", train=recipe()) if recipe else replace(cfg, weights="")
 
 
-def _magi_vae() -> VAEConfig:
+def magi_vae() -> VAEConfig:
+    """The published MAGI-1 VAE's config (the magi-* presets')."""
     return VAEConfig(latent_channels=16, dim=1024, encoder_depth=24, decoder_depth=24, num_heads=16,
                      segment_frames=6, scale_factor=0.18215)
 
@@ -103,7 +104,7 @@ def _magi_vae() -> VAEConfig:
 def magi_4p5b() -> RunConfig:
     return RunConfig(
         name="magi-4.5b",
-        vae=_magi_vae(),
+        vae=magi_vae(),
         dit=DiTConfig(in_channels=16, dim=3072, depth=34, num_heads=24, num_kv_heads=8, head_dim=128,
                       ffn_dim=12288, gated_ffn=False, context_dim=T5_DIM, context_max_length=800,
                       x_rescale_factor=1.0, norm="layernorm", rope="magi", gelu_approximate="none",
