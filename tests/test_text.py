@@ -38,7 +38,8 @@ def test_wrong_width_is_an_input_error():
 
 
 def test_text_cache_gives_the_encoders_contexts_for_its_prompts_only(tmp_path):
-    from magi.models.text import CachedTextEncoder, write_text_cache
+    from magi.commands.text_cache import write as write_text_cache
+    from magi.models.text import CachedTextEncoder
     from magi.training.runs import encode_captions
 
     source = TextConfig(kind="hash", dim=16, max_length=8)
@@ -62,6 +63,9 @@ def test_text_cache_gives_the_encoders_contexts_for_its_prompts_only(tmp_path):
         build_text_encoder(TextConfig(kind="cache", path=str(tmp_path / "c.safetensors"), dim=8))
     with pytest.raises(ValueError, match="needs text.path"):
         TextConfig(kind="cache")
+    (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match="not a readable safetensors file"):
+        build_text_encoder(TextConfig(kind="cache", path=str(tmp_path / "bad.safetensors"), dim=16))
 
 
 def _run_config(text: TextConfig):

@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from magi.config import TextConfig
 from magi.errors import InputError
 
 SPLITS = ("train", "dev", "test")
@@ -29,9 +30,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def write(cfg: TextConfig, prompts: list[str], path: Path, batch: int = 64) -> int:
+    """Encode the distinct ``prompts`` with the encoder of ``cfg`` and save their contexts (float16, padded to
+    ``cfg.max_length``) for ``magi.models.text.CachedTextEncoder``; returns how many were written."""
+    import torch
+
+    from magi.io.weights import save_weights
+    from magi.models.text import build_text_encoder
+
+    encoder = build_text_encoder(cfg)
+    unique = sorted(set(prompts))
+    context = torch.zeros(len(unique), cfg.max_length, cfg.dim)
+    mask = torch.zeros(len(unique), cfg.max_length, dtype=torch.bool)
+    for start in range(0, len(unique), batch):
+        c, m = encoder.encode(unique[start:start + batch])  # (b, l, dim), (b, l)
+        n = min(cfg.max_length, c.shape[1])
+        context[start:start + len(c), :n], mask[start:start + len(c), :n] = c[:, :n], m[:, :n]
+    save_weights(path, {"context": context.half(), "mask": mask.to(torch.uint8),
+                        "prompts": torch.tensor(list(json.dumps(unique).encode()), dtype=torch.uint8)})
+    return len(unique)
+
+
 def run(args: argparse.Namespace) -> int:
     from magi.api import resolve_run
-    from magi.models.text import write_text_cache
 
     prompts = list(args.prompt)
     if args.prompts_file is not None:
@@ -50,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
     if cfg.text.kind == "cache":
         raise InputError("the text encoder to cache from is itself a cache (text.kind=cache)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    count = write_text_cache(cfg.text, prompts, args.out)
+    count = write(cfg.text, prompts, args.out)
     print(f"wrote the contexts of {count} prompts ({cfg.text.kind}, {cfg.text.dim} wide) to {args.out}")
     return 0

