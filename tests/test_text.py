@@ -53,8 +53,8 @@ def test_text_cache_gives_the_encoders_contexts_for_its_prompts_only(tmp_path):
     expected, expected_mask = HashTextEncoder(source).encode(asked)
     assert context.dtype == torch.float32 and torch.equal(mask, expected_mask)  # padded to the longest: 4 tokens
     torch.testing.assert_close(context, expected, atol=1e-3, rtol=0)  # stored as float16
-    ours, our_mask = encode_captions(_run_config(cache), prompts)  # training's table of captions
-    theirs, their_mask = encode_captions(_run_config(source), prompts)
+    ours, our_mask = encode_captions(cache, prompts)  # training's table of captions
+    theirs, their_mask = encode_captions(source, prompts)
     assert torch.equal(our_mask, their_mask) and our_mask[3].sum() == 8  # cut at max_length, as the encoder does
     torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=0)
     with pytest.raises(InputError, match="'three cubes' is not in the text cache"):
@@ -66,15 +66,6 @@ def test_text_cache_gives_the_encoders_contexts_for_its_prompts_only(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(InputError, match="not a readable safetensors file"):
         build_text_encoder(TextConfig(kind="cache", path=str(tmp_path / "bad.safetensors"), dim=16))
-
-
-def _run_config(text: TextConfig):
-    from dataclasses import replace
-
-    from magi.presets import get_preset
-
-    tiny = get_preset("tiny")
-    return replace(tiny, text=text, dit=replace(tiny.dit, context_dim=text.dim))
 
 
 def test_text_cache_command_then_generation_from_it(tmp_path, capsys):

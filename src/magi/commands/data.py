@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     start = time.perf_counter()
+    fps = FPS if args.fps is None else args.fps
     if args.physics_iq_mini is not None:
-        fps = FPS if args.fps is None else args.fps
         root = write_physics_iq_mini(args.physics_iq_mini, seed=args.seed, profile=args.profile, progress=progress,
                                      fps=fps)
         print(f"wrote Physics-IQ-mini ({args.profile}, {fps} fps) to {root} in {time.perf_counter() - start:.1f}s")
@@ -50,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
     counts = {"train": args.train, "dev": args.dev, "test": args.test}
     if any(n < 0 for n in counts.values()):
         raise InputError(f"clip counts must be >= 0, got {counts}")
-    fps = FPS if args.fps is None else args.fps
     settings = {"seed": args.seed, "frames": args.frames, "size": args.size, "fps": fps,
                 "workers": args.workers, "camera_variation": args.camera_variation, **counts}
     for split, n in counts.items():

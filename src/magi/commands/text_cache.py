@@ -30,22 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def write(cfg: TextConfig, prompts: list[str], path: Path, batch: int = 64) -> int:
+def write(cfg: TextConfig, prompts: list[str], path: Path) -> int:
     """Encode the distinct ``prompts`` with the encoder of ``cfg`` and save their contexts (float16, padded to
     ``cfg.max_length``) for ``magi.models.text.CachedTextEncoder``; returns how many were written."""
     import torch
 
     from magi.io.weights import save_weights
-    from magi.models.text import build_text_encoder
+    from magi.training.runs import encode_captions
 
-    encoder = build_text_encoder(cfg)
     unique = sorted(set(prompts))
-    context = torch.zeros(len(unique), cfg.max_length, cfg.dim)
-    mask = torch.zeros(len(unique), cfg.max_length, dtype=torch.bool)
-    for start in range(0, len(unique), batch):
-        c, m = encoder.encode(unique[start:start + batch])  # (b, l, dim), (b, l)
-        n = min(cfg.max_length, c.shape[1])
-        context[start:start + len(c), :n], mask[start:start + len(c), :n] = c[:, :n], m[:, :n]
+    context, mask = encode_captions(cfg, unique)  # (N, max_length, dim), (N, max_length)
     save_weights(path, {"context": context.half(), "mask": mask.to(torch.uint8),
                         "prompts": torch.tensor(list(json.dumps(unique).encode()), dtype=torch.uint8)})
     return len(unique)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from magi.config import RunConfig
+from magi.config import RunConfig, TextConfig
 from magi.devices import module_device, resolve_device
 from magi.errors import InputError
 from magi.io.atomic import atomic_write_text
@@ -194,12 +194,13 @@ def cached_latents(vae: TransformerVAE, clips: np.ndarray, cache: Path, key: str
 
 
 @torch.no_grad()
-def encode_captions(cfg: RunConfig, captions: list[str], batch: int = 64) -> tuple[Tensor, Tensor]:
-    """(N, max_length, dim) contexts and (N, max_length) masks, padded to the config's max length."""
-    encoder = build_text_encoder(cfg.text)
+def encode_captions(text: TextConfig, captions: list[str], batch: int = 64) -> tuple[Tensor, Tensor]:
+    """(N, max_length, dim) contexts and (N, max_length) masks of the encoder of ``text``, padded to its max
+    length; each distinct caption is encoded once."""
+    encoder = build_text_encoder(text)
     unique = sorted(set(captions))
-    L = cfg.text.max_length
-    table, table_mask = torch.zeros(len(unique), L, cfg.text.dim), torch.zeros(len(unique), L, dtype=torch.bool)
+    L = text.max_length
+    table, table_mask = torch.zeros(len(unique), L, text.dim), torch.zeros(len(unique), L, dtype=torch.bool)
     for start in range(0, len(unique), batch):
         context, mask = encoder.encode(unique[start:start + batch])
         n = min(L, context.shape[1])
@@ -232,7 +233,7 @@ def _dit_data(cfg: RunConfig, data: Path, run_dir: Path, progress: bool
     key = f"{_file_digest(run_dir / 'vae.safetensors')}-{len(clips)}-{clips.shape}"
     cache = cached_latents(vae, clips, run_dir / "latents.safetensors", key, progress)
     del clips
-    contexts, masks = encode_captions(cfg, captions)
+    contexts, masks = encode_captions(cfg.text, captions)
     return vae, cache, contexts, masks
 
 
