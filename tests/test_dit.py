@@ -244,3 +244,26 @@ def test_rms_norm_formula(dtype):
     assert out.dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 1e-2  # bf16: one rounding of the float32 result
     torch.testing.assert_close(out.float(), expected.to(dtype).float(), rtol=tol, atol=tol)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("norm", ["rms", "layernorm"])
+def test_a_grown_dit_computes_exactly_what_the_shallower_one_did(dit_cfg, norm):
+    from magi.training.growth import grown_state
+
+    cfg = dataclasses.replace(dit_cfg, norm=norm)
+    small = randomize_(DiT(cfg)).eval()  # nonzero post-norm gains everywhere: every block does something
+    deep = DiT(dataclasses.replace(cfg, depth=3 * cfg.depth)).eval()
+    deep.load_state_dict(grown_state(small.state_dict(), 3 * cfg.depth), strict=True)
+    latents, t, context = inputs(cfg)
+    assert torch.equal(deep(latents, t, context), small(latents, t, context))
+    for index in (3, 4, 5):  # block 1 -> block 3, and its two copies after it
+        assert torch.equal(deep.blocks[index].qkv.weight, small.blocks[1].qkv.weight)
+    assert deep.blocks[4].attn_post_norm.weight.abs().max() == 0 < small.blocks[1].attn_post_norm.weight.abs().max()
+
+
+def test_growing_refuses_a_depth_that_is_not_a_whole_multiple(model, dit_cfg):
+    from magi.training.growth import grown_state
+
+    with pytest.raises(ValueError, match="whole multiple"):
+        grown_state(model.state_dict(), 3)

@@ -1,7 +1,10 @@
 """`magi train vae` -> `magi train dit` -> `magi generate --checkpoint <export>` on a tiny synthetic dataset."""
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,8 @@ from magi.io.weights import load_weights, read_safetensors
 from magi.models.dit import DiT
 from magi.presets import TRAINING, get_preset
 from magi.training import runs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def moving_squares(n: int, frames: int = 48, size: int = 64) -> tuple[np.ndarray, list[str]]:
@@ -103,6 +108,23 @@ def test_train_vae_then_dit_then_generate(tmp_path, tiny_recipes):
         torch.testing.assert_close(warm(x, t, ctx), start(x, t, ctx))
     assert main(["train", "dit", "--out", str(tmp_path / "deeper"), "--vae", str(tmp_path / "vae"), "--init",
                  str(export), "--steps", "1", "--set", "dit.depth=4", *common]) == 2  # not the same architecture
+    # ... unless grown first (scripts/grow_dit.py): the 4-block run starts as exactly the 2-block export
+    grown = tmp_path / "grown"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "grow_dit.py"), "--init", str(export), "--depth",
+                           "4", "--out", str(grown)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert main(["train", "dit", "--out", str(tmp_path / "deeper"), "--vae", str(tmp_path / "vae"), "--init",
+                 str(grown), "--steps", "1", "--set", "train.lr=1e-12", "--set", "dit.depth=4", *common]) == 0
+    deeper = DiT(RunConfig.load(tmp_path / "deeper" / "export" / "config.json").dit)
+    load_weights(deeper, tmp_path / "deeper" / "export" / "dit.safetensors")
+    assert deeper.cfg.depth == 4
+    with torch.no_grad():
+        torch.testing.assert_close(deeper(x, t, ctx), start(x, t, ctx))
+    again = subprocess.run([sys.executable, str(ROOT / "scripts" / "grow_dit.py"), "--init", str(export), "--depth",
+                            "3", "--out", str(tmp_path / "grown3")], capture_output=True, text=True)
+    assert again.returncode == 1 and again.stderr.strip().splitlines() == [
+        "error: a DiT of 2 blocks grows only to a whole multiple of them, not to 3"]
+    assert not (tmp_path / "grown3").exists()
 
     # shortcut distillation of the exported model, then 8-step generation with the student
     assert main(["distill", "--teacher", str(export), "--data", str(data), "--out", str(tmp_path / "student"),
