@@ -269,3 +269,38 @@ def test_own_context_trains_and_leaves_the_default_draws_alone(tmp_path):
     assert all(p.grad is not None for p in dit.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match="own_context"):
         TrainConfig(own_context=1.5)
+
+
+def test_frame_change_loss_sees_only_change_within_a_chunk_of_noisy_frames():
+    from magi.flow.matching import frame_change_mse
+
+    target = torch.zeros(2, 3, 6, 2, 2)  # 2 chunks of 3 frames
+    t = torch.full((2, 6), 0.5)
+    same = torch.ones(2, 3, 6, 2, 2)  # wrong by the same amount in every frame: no change error
+    assert frame_change_mse(same, target, t, chunk_frames=3) == 0
+    jump = torch.zeros(2, 3, 6, 2, 2)
+    jump[:, :, 3:] = 1.0  # changes only across the chunk border: not a pair of one chunk
+    assert frame_change_mse(jump, target, t, chunk_frames=3) == 0
+    step = torch.zeros(2, 3, 6, 2, 2)
+    step[:, :, 1:3] = 1.0  # 0 -> 1 between frames 0 and 1, in chunk 0: 1 of the 4 pairs of a row
+    assert frame_change_mse(step, target, t, chunk_frames=3) == 0.25
+    clean = t.clone()
+    clean[:, 0] = 1.0  # frame 0 clean: its pair is out, the 3 pairs left have no change
+    assert frame_change_mse(step, target, clean, chunk_frames=3) == 0
+    # under data parallelism the ranks' shares average to the loss
+    halves = [frame_change_mse(step[rows], target[rows], t, 3, rows) for rows in (slice(0, 1), slice(1, 2))]
+    assert torch.isclose(sum(halves) / 2, frame_change_mse(step, target, t, 3))
+
+
+def test_change_weight_adds_the_change_loss_to_the_same_draw(monkeypatch):
+    import magi.flow.matching as matching
+    from conftest import randomize_
+
+    cfg = tiny_cfg()
+    model = randomize_(DiT(cfg.dit))
+    plain = dit_objective(*data(), cfg)(model, 3)
+    real, seen = matching.frame_change_mse, []
+    monkeypatch.setattr(matching, "frame_change_mse", lambda *args: seen.append(real(*args)) or seen[-1])
+    with_change = dit_objective(*data(), replace(cfg, train=replace(cfg.train, change_weight=2.0)))(model, 3)
+    assert len(seen) == 1 and seen[0] > 0
+    assert torch.isclose(with_change - plain, 2 * seen[0])  # the same draw, plus twice its change loss

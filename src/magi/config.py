@@ -277,6 +277,9 @@ class TrainConfig:
     # Extra loss weight where something moves (1 + motion_weight there, 1 elsewhere; DiT: latent cells, VAE:
     # pixels): a plain mean counts every position alike, though the objects are a few percent of a frame
     motion_weight: float = 0.0
+    # Extra loss on how the velocity error changes from frame to frame within a chunk (magi.flow.matching.
+    # frame_change_mse): the plain mean hardly sees a first chunk drawn the same in every frame
+    change_weight: float = 0.0
     # Exposure to its own outputs: the share of samples with a clean whole-chunk prefix whose prefix is
     # replaced by the DiT's own regeneration of it (no gradient) from a noise level drawn in
     # [own_context_from, 1], so that it learns to continue the context it makes at inference, flaws and all
@@ -295,6 +298,7 @@ class TrainConfig:
         _require(0 <= self.caption_dropout < 1, "train.caption_dropout must be in [0, 1)")
         _require(self.clip_chunks >= 1, "train.clip_chunks must be >= 1")
         _require(self.motion_weight >= 0, "train.motion_weight must be >= 0")
+        _require(self.change_weight >= 0, "train.change_weight must be >= 0")
         _require(0 <= self.own_context <= 1 and 0 <= self.own_context_from < 1,
                  "train.own_context must be in [0, 1] and train.own_context_from in [0, 1)")
         _require(self.latent_noise >= 0, "train.latent_noise must be >= 0")

@@ -67,9 +67,32 @@ def autoregressive_times(batch: int, num_chunks: int, chunk_frames: int, *, logi
     return torch.where(frames[None] < prefix[:, None], torch.ones_like(t), t)
 
 
+def frame_change_mse(prediction: Tensor, target: Tensor, t: Tensor, chunk_frames: int, rows: slice = slice(None),
+                     weight: Tensor | None = None) -> Tensor:
+    """Mean squared error of the change from each noisy frame to the next one of the same chunk.
+
+    The error's part that is the same in every frame of a chunk cancels; what is left is how the prediction
+    fails to change over the chunk where the target does (a ball that should fall, drawn where it rests).
+    Shapes, ``rows``, ``weight`` and the scaling across ranks as in ``noisy_frame_mse``; the weight of a pair
+    is the mean of its two frames'.
+    """
+    error = prediction.float() - target.float()  # (b, C, T, H, W)
+    squared = (error[:, :, 1:] - error[:, :, :-1]).pow(2)  # (b, C, T - 1, H, W)
+    if weight is not None:
+        squared = squared * (weight[:, :, 1:] + weight[:, :, :-1]) / 2
+    change = squared.mean(dim=(1, 3, 4))  # (b, T - 1)
+    noisy = t < 1
+    same_chunk = torch.arange(1, t.shape[1], device=t.device) % chunk_frames != 0  # (T - 1,)
+    pairs = noisy[:, 1:] & noisy[:, :-1] & same_chunk  # (B, T - 1)
+    share = t.shape[0] / change.shape[0]
+    return (change * pairs[rows].float()).sum() * share / pairs.float().sum().clamp(min=1.0)
+
+
 def flow_loss(velocity_model: Callable[[Tensor, Tensor], Tensor], data: Tensor, t: Tensor,
-              generator: torch.Generator, rows: slice = slice(None), weight: Tensor | None = None) -> Tensor:
-    """Mean squared velocity error over the frames that are not clean (t < 1).
+              generator: torch.Generator, rows: slice = slice(None), weight: Tensor | None = None,
+              change_weight: float = 0.0, chunk_frames: int = 1) -> Tensor:
+    """Mean squared velocity error over the frames that are not clean (t < 1), plus ``change_weight`` times
+    ``frame_change_mse`` over chunks of ``chunk_frames``.
 
     ``velocity_model(x_t, t)`` closes over the conditioning of ``rows``; data: (B, C, T, H, W); t: (B, T);
     ``weight``: optional (B, 1, T, H, W) per-position weights of the squared error.
@@ -78,8 +101,11 @@ def flow_loss(velocity_model: Callable[[Tensor, Tensor], Tensor], data: Tensor, 
     """
     noise = torch.randn(data.shape, generator=generator).to(data)
     path = interpolate(data[rows], noise[rows], t[rows])
-    return noisy_frame_mse(velocity_model(path.x_t, t[rows]), path.velocity, t, rows,
-                           None if weight is None else weight[rows])
+    prediction, weight = velocity_model(path.x_t, t[rows]), None if weight is None else weight[rows]
+    loss = noisy_frame_mse(prediction, path.velocity, t, rows, weight)
+    if change_weight > 0:
+        loss = loss + change_weight * frame_change_mse(prediction, path.velocity, t, chunk_frames, rows, weight)
+    return loss
 
 
 def noisy_frame_mse(prediction: Tensor, target: Tensor, t: Tensor, rows: slice = slice(None),

@@ -214,7 +214,7 @@ def dit_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg:
             b = with_own_context(dit, b, g, cfg.train.own_context, cfg.train.own_context_from, cfg.dit.chunk_frames)
         rows = shard.rows(cfg.train.batch_size)
         return flow_loss(lambda x, tt: dit(x, tt, b.context[rows], b.mask[rows], no_text=b.drop[rows]),
-                         b.data, b.t, g, rows, b.weight)
+                         b.data, b.t, g, rows, b.weight, cfg.train.change_weight, cfg.dit.chunk_frames)
 
     return objective
 
