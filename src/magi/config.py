@@ -277,8 +277,8 @@ class TrainConfig:
     # Extra loss weight where something moves (1 + motion_weight there, 1 elsewhere; DiT: latent cells, VAE:
     # pixels): a plain mean counts every position alike, though the objects are a few percent of a frame
     motion_weight: float = 0.0
-    # Extra loss on how the velocity error changes from frame to frame within a chunk (magi.flow.matching.
-    # frame_change_mse): the plain mean hardly sees a first chunk drawn the same in every frame
+    # DiT training (not distillation): extra loss on how the velocity error changes from frame to frame within a
+    # chunk (magi.flow.matching.frame_change_mse), which the plain mean hardly sees (docs/TRAINING.md)
     change_weight: float = 0.0
     # Exposure to its own outputs: the share of samples with a clean whole-chunk prefix whose prefix is
     # replaced by the DiT's own regeneration of it (no gradient) from a noise level drawn in

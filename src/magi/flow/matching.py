@@ -72,7 +72,8 @@ def frame_change_mse(prediction: Tensor, target: Tensor, t: Tensor, chunk_frames
     """Mean squared error of the change from each noisy frame to the next one of the same chunk.
 
     The error's part that is the same in every frame of a chunk cancels; what is left is how the prediction
-    fails to change over the chunk where the target does (a ball that should fall, drawn where it rests).
+    fails to change over the chunk where the target does (a ball that should fall, drawn where it rests), and
+    changes where the target does not (a fragment that comes and goes).
     Shapes, ``rows``, ``weight`` and the scaling across ranks as in ``noisy_frame_mse``; the weight of a pair
     is the mean of its two frames'.
     """
@@ -101,7 +102,8 @@ def flow_loss(velocity_model: Callable[[Tensor, Tensor], Tensor], data: Tensor, 
     """
     noise = torch.randn(data.shape, generator=generator).to(data)
     path = interpolate(data[rows], noise[rows], t[rows])
-    prediction, weight = velocity_model(path.x_t, t[rows]), None if weight is None else weight[rows]
+    prediction = velocity_model(path.x_t, t[rows])
+    weight = None if weight is None else weight[rows]
     loss = noisy_frame_mse(prediction, path.velocity, t, rows, weight)
     if change_weight > 0:
         loss = loss + change_weight * frame_change_mse(prediction, path.velocity, t, chunk_frames, rows, weight)
