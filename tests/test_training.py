@@ -3,7 +3,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from magi.config import DiTConfig, RunConfig, TextConfig, TrainConfig, VAEConfig
+from magi.config import DiTConfig, RunConfig, TextConfig, TrainConfig, VAEConfig, apply_overrides
 from magi.flow.matching import autoregressive_times
 from magi.models.dit import DiT
 from magi.training.loop import train
@@ -95,6 +95,28 @@ def test_cascade_levels_keep_the_first_noisy_chunk_at_one_draw():
     default = autoregressive_times(50, 3, 2, generator=torch.Generator().manual_seed(0), **kw)
     assert torch.equal(default, autoregressive_times(50, 3, 2, generator=torch.Generator().manual_seed(0),
                                                      levels="sorted", **kw))
+
+
+def test_t2v_samples_draw_their_own_noise_levels():
+    """train.t2v_t_shift / t2v_t_logit_std move the levels of the samples without a clean prefix alone: the
+    samples with a prefix keep exactly the draws they have without them."""
+    kw = dict(logit_std=1.0, shift=1.0, prefix_probs=(0.4, 0.2, 0.4), levels="cascade")
+    plain = autoregressive_times(20000, 3, 2, generator=torch.Generator().manual_seed(0), **kw)
+    own = autoregressive_times(20000, 3, 2, generator=torch.Generator().manual_seed(0), t2v_shift=3.0,
+                               t2v_logit_std=1.5, **kw)
+    t2v = (plain == 1).sum(1) == 0
+    assert torch.equal(t2v, (own == 1).sum(1) == 0)  # the same kinds of samples
+    assert torch.equal(plain[~t2v], own[~t2v])
+    chunk_t = own[:, ::2]
+    assert torch.all(chunk_t[:, 1:] <= chunk_t[:, :-1]) and torch.all((own > 0) & (own < 1) | ~t2v[:, None])
+    # shift 3 moves the median first-chunk level of a t2v sample from 0.5 to 0.25 (t = 0 is noise)
+    assert abs(plain[t2v, 0].median() - 0.5) < 0.02 and abs(own[t2v, 0].median() - 0.25) < 0.02
+    wide = (own[t2v, 0] < 0.05).float().mean()  # logit std 1.5 at shift 3: more of the very noisy levels
+    narrow = (autoregressive_times(20000, 3, 2, generator=torch.Generator().manual_seed(0), t2v_shift=3.0,
+                                   **kw)[t2v, 0] < 0.05).float().mean()
+    assert wide > 1.5 * narrow
+    with pytest.raises(ValueError, match="t2v_t_shift"):
+        apply_overrides(RunConfig(), ["train.t2v_t_shift=0"])
 
 
 def test_i2v_samples_condition_on_the_still_image_latent():

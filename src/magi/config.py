@@ -267,6 +267,10 @@ class TrainConfig:
     prefix_probs: tuple[float, ...] = (0.3, 0.2, 0.5)  # no prefix (t2v), one frame (i2v), whole chunks (v2v)
     t_logit_std: float = 1.0  # noise levels: sigmoid(N(0, std)) then shifted (see flow.matching)
     t_shift: float = 3.0
+    # The noise levels of the samples without a clean prefix (t2v) alone, in place of t_logit_std and t_shift
+    # (None: the same): t2v learns where things are from pure noise, while i2v and v2v keep theirs
+    t2v_t_logit_std: float | None = None
+    t2v_t_shift: float | None = None
     # How the chunks' noise levels are ordered (magi.flow.matching.autoregressive_times): "sorted" (chunk 0 the
     # cleanest draw) or "cascade" (the first chunk after the prefix keeps the distribution of one draw)
     chunk_levels: ChunkLevels = "sorted"
@@ -299,6 +303,9 @@ class TrainConfig:
         _require(self.clip_chunks >= 1, "train.clip_chunks must be >= 1")
         _require(self.motion_weight >= 0, "train.motion_weight must be >= 0")
         _require(self.change_weight >= 0, "train.change_weight must be >= 0")
+        _require(all(v is None or v > 0 for v in (self.t_logit_std, self.t_shift, self.t2v_t_logit_std,
+                                                   self.t2v_t_shift)),
+                 "train.t_logit_std, t_shift, t2v_t_logit_std and t2v_t_shift must be > 0")
         _require(0 <= self.own_context <= 1 and 0 <= self.own_context_from < 1,
                  "train.own_context must be in [0, 1] and train.own_context_from in [0, 1)")
         _require(self.latent_noise >= 0, "train.latent_noise must be >= 0")

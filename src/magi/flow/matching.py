@@ -39,7 +39,8 @@ def interpolate(data: Tensor, noise: Tensor, t: Tensor) -> PathSample:
 
 def autoregressive_times(batch: int, num_chunks: int, chunk_frames: int, *, logit_std: float, shift: float,
                          prefix_probs: tuple[float, float, float], generator: torch.Generator,
-                         levels: ChunkLevels = "sorted") -> Tensor:
+                         levels: ChunkLevels = "sorted", t2v_logit_std: float | None = None,
+                         t2v_shift: float | None = None) -> Tensor:
     """Per-frame noise levels (B, K * F) for MAGI-1-style autoregressive training.
 
     Each chunk draws t = shift(sigmoid(N(0, logit_std))), and later chunks are kept noisier than earlier ones
@@ -50,6 +51,10 @@ def autoregressive_times(batch: int, num_chunks: int, chunk_frames: int, *, logi
     chunk of a t2v or i2v sample is rarely very noisy (P(t < 0.1) is about 0.14**3 at shift 3).
     "cascade": a running minimum from the first chunk after the prefix on, so that chunk keeps the plain
     distribution of one draw, as the first chunk generated from noise at inference has.
+
+    ``t2v_logit_std``, ``t2v_shift``: the draws of the samples without a clean prefix (t2v) use these in place of
+    ``logit_std`` and ``shift`` (None: the same), so t2v can train at other noise levels than i2v and v2v. The
+    other samples' draws stay exactly those without them.
     """
     u = torch.sigmoid(torch.randn(batch, num_chunks, generator=generator) * logit_std)
     t = shift_time(u, shift)  # (B, K)
@@ -57,6 +62,11 @@ def autoregressive_times(batch: int, num_chunks: int, chunk_frames: int, *, logi
     kind = torch.multinomial(probs, batch, replacement=True, generator=generator)
     whole = torch.randint(1, max(num_chunks, 2), (batch,), generator=generator) * chunk_frames
     prefix = torch.where(kind == 0, 0, torch.where(kind == 1, 1, whole.clamp(max=(num_chunks - 1) * chunk_frames)))
+    if t2v_logit_std is not None or t2v_shift is not None:  # drawn last, so the rest are the draws without them
+        std = logit_std if t2v_logit_std is None else t2v_logit_std
+        own = shift_time(torch.sigmoid(torch.randn(batch, num_chunks, generator=generator) * std),
+                         shift if t2v_shift is None else t2v_shift)  # (B, K)
+        t = torch.where((kind == 0)[:, None], own, t)
     if levels == "sorted":
         t = t.sort(dim=1, descending=True).values  # chunk 0 cleanest
     else:

@@ -144,7 +144,8 @@ def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: 
         start = torch.randint(available - tc.clip_chunks + 1, (tc.batch_size,), generator=g) * F
         drop = torch.rand(tc.batch_size, generator=g) < caption_dropout  # (B,) rows trained without text
         t = autoregressive_times(tc.batch_size, tc.clip_chunks, F, logit_std=tc.t_logit_std, shift=tc.t_shift,
-                                 prefix_probs=tc.prefix_probs, generator=g, levels=tc.chunk_levels)
+                                 prefix_probs=tc.prefix_probs, generator=g, levels=tc.chunk_levels,
+                                 t2v_logit_std=tc.t2v_t_logit_std, t2v_shift=tc.t2v_t_shift)
         if t2v_pool is not None:  # drawn last: without t2v_clips every draw is as it was
             redrawn = t2v_pool[torch.randint(len(t2v_pool), (tc.batch_size,), generator=g)]
             index = torch.where(t[:, 0] < 1, redrawn, index)  # rows with no clean prefix
