@@ -53,9 +53,10 @@ def physics_64() -> RunConfig:
         # clips (train.clip_chunks); MAGI-1's 4 in flight on 4 spans up to 8 and lost more objects by the
         # 4th generated chunk. Text guidance 2 while t < 0.3: with the cascade fine-tune's weights it beats 4
         # on the caption benchmark and on Physics-IQ-mini (docs/TRAINING.md, "Does the default show ...").
-        # Ancestral steps (stochasticity 1) instead of the ODE: over 32 seeds, t2v count accuracy 48% instead
-        # of 38% and the main command's ball one ball in 57% of frames instead of 44%; Physics-IQ-mini 50.91 /
-        # 40.25 instead of 48.30 / 39.43 (same document, "Ancestral steps", "How noisy the caption benchmark is")
+        # Ancestral steps (stochasticity 1) instead of the ODE, on the cascade fine-tune's weights: over 32
+        # seeds, t2v count accuracy 48% instead of 38% and the main command's ball one ball in 57% of frames
+        # instead of 44%; Physics-IQ-mini 50.91 / 40.25 instead of 48.30 / 39.43 (same document, "Ancestral
+        # steps", "How noisy the caption benchmark is")
         sampler=SamplerConfig(steps=16, window_size=1, shift=3.0, context_chunks=2,
                               text_scales=(2.0, 2.0, 2.0, 1.0, 1.0), prefix_scales=(1.5, 1.5, 1.5, 1.0, 1.0),
                               stochasticity=1.0),
