@@ -56,16 +56,16 @@ def autoregressive_times(batch: int, num_chunks: int, chunk_frames: int, *, logi
     ``logit_std`` and ``shift`` (None: the same), so t2v can train at other noise levels than i2v and v2v. The
     other samples' draws stay exactly those without them.
     """
-    u = torch.sigmoid(torch.randn(batch, num_chunks, generator=generator) * logit_std)
-    t = shift_time(u, shift)  # (B, K)
+    def draw(std: float, s: float) -> Tensor:  # (B, K) levels of one draw per chunk
+        return shift_time(torch.sigmoid(torch.randn(batch, num_chunks, generator=generator) * std), s)
+
+    t = draw(logit_std, shift)  # (B, K)
     probs = torch.tensor(prefix_probs, dtype=torch.float32)  # whole numbers too: (1, 0, 0) is a t2v-only stage
     kind = torch.multinomial(probs, batch, replacement=True, generator=generator)
     whole = torch.randint(1, max(num_chunks, 2), (batch,), generator=generator) * chunk_frames
     prefix = torch.where(kind == 0, 0, torch.where(kind == 1, 1, whole.clamp(max=(num_chunks - 1) * chunk_frames)))
     if t2v_logit_std is not None or t2v_shift is not None:  # drawn last, so the rest are the draws without them
-        std = logit_std if t2v_logit_std is None else t2v_logit_std
-        own = shift_time(torch.sigmoid(torch.randn(batch, num_chunks, generator=generator) * std),
-                         shift if t2v_shift is None else t2v_shift)  # (B, K)
+        own = draw(logit_std if t2v_logit_std is None else t2v_logit_std, shift if t2v_shift is None else t2v_shift)
         t = torch.where((kind == 0)[:, None], own, t)
     if levels == "sorted":
         t = t.sort(dim=1, descending=True).values  # chunk 0 cleanest
