@@ -7,7 +7,8 @@ For each caption (the README's main command, and captions the model was not trai
 counts and wordings) and each seed, a t2v video is generated and parsed: per frame, the blobs of each named
 colour (connected pixels within the tracker's colour tolerance, at least ``MIN_BLOB`` pixels). Printed per
 caption: the share of frames with exactly the asked number of objects of the asked colour (count accuracy),
-the same over the first chunk's frames alone (the chunk generated from noise with text only), the share with
+the same over the first chunk's frames alone (the chunk generated from noise with text only, or with
+``sampler.t2v_start=image`` from the image model's first frame), the share with
 any pixel of that colour (colour present), whether the object falls (its largest blob's centroid moves down by
 at least ``FALL_PX`` over the first chunk) in how many seeds, and where it starts: the median over seeds of
 that centroid's height in the first frame where it is seen, as a share of the frame
@@ -130,6 +131,31 @@ def share(per_seed) -> str:
     return f"{values.mean():.0%} ± {100 * values.std(ddof=1) / np.sqrt(len(values)):.0f}"
 
 
+def first_frames(magi, seeds: list[int]) -> None:
+    """Image-first t2v (``sampler.t2v_start=image``): the image model's first frames alone, per caption."""
+    import torch
+
+    from magi.io.video import tensor_to_frames
+    from magi.sampling.first_frame import generate_still
+    from magi.sampling.pipeline import decode
+
+    cfg = magi.cfg
+    latent_shape = (cfg.vae.latent_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
+    print("| caption | first frame: exactly the asked count | starts at (height) |")
+    print("|---|---:|---:|")
+    for caption, colour, count, _ in CAPTIONS:
+        context, mask = magi.pipe.text.encode([caption] * len(seeds))
+        still = generate_still(magi.pipe.image, cfg.image, context, mask, latent_shape=latent_shape, seed=seeds)
+        with torch.inference_mode():
+            frames = [tensor_to_frames(video)[-1:] for video in decode(magi.pipe, still)]  # the still's last frame
+        parsed = [parse(frame, colour) for frame in frames]
+        right = [float(counts[0] == count) for counts, _, _ in parsed]
+        heights = [h[0] / frame.shape[1] for (_, _, h), frame in zip(parsed, frames)]
+        start = f"{np.nanmedian(heights):.2f}" if not np.isnan(heights).all() else "-"
+        print(f"| {caption} | {share(right)} | {start} |", flush=True)
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="builtin:physics-64")
@@ -146,6 +172,8 @@ def main() -> None:
     frames_t2v = args.frames or magi.cfg.video.num_frames
     print(f"# {magi.cfg.name} ({args.checkpoint}), t2v, {frames_t2v} frames at {magi.fps} fps, seeds {args.seeds}")
     print()
+    if magi.pipe.image is not None:
+        first_frames(magi, seeds)
     print("| caption | count accuracy | first chunk | colour present | falls (seeds) | starts at (height) "
           "| mean count |")
     print("|---|---:|---:|---:|---:|---:|---:|")

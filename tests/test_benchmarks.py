@@ -19,7 +19,7 @@ SCRIPTS = {
                   "--steps", "4", "--attention-sizes", "64"],
     "kv_cache.py": ["--preset", "tiny", "--chunks", "2", "--steps", "4", "--repeats", "1"],
     "throughput.py": ["--presets", "tiny", "--steps", "4", "--chunks", "1"],
-    "captions.py": ["--seeds", "0", "--frames", "24"],
+    "captions.py": ["--seeds", "0,1", "--frames", "24", "--set", "image.steps=4"],
     "distill.py": ["--cases", "1"],
     "quality.py": ["--cases", "1", "--chunks", "1"],
     "first_chunk.py": ["--clips", "4", "--seeds", "1", "--set", "sampler.steps=4", "--set", "sampler.stochasticity=1"],

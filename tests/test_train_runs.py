@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from magi.cli import main
-from magi.config import RunConfig
+from magi.config import RunConfig, apply_overrides
 from magi.io.video import read_video
-from magi.io.weights import load_weights, read_safetensors
+from magi.io.weights import load_weights, read_safetensors, save_weights
 from magi.models.dit import DiT
+from magi.models.vae import TransformerVAE
 from magi.presets import TRAINING, get_preset
 from magi.training import runs
 
@@ -49,6 +50,7 @@ def tiny_recipes(monkeypatch):
     monkeypatch.setitem(presets.TRAINING, ("tiny", "vae"), lambda: vae_train)
     monkeypatch.setitem(presets.TRAINING, ("tiny", "dit"), lambda: dit_train)
     monkeypatch.setitem(presets.TRAINING, ("tiny", "distill"), lambda: replace(dit_train, sample_every=0))
+    monkeypatch.setitem(presets.TRAINING, ("tiny", "image"), lambda: replace(dit_train, sample_every=0))
 
 
 def test_train_vae_then_dit_then_generate(tmp_path, tiny_recipes):
@@ -96,10 +98,11 @@ def test_train_vae_then_dit_then_generate(tmp_path, tiny_recipes):
     # export; this run also weights the loss where something moves, from the motion cells stored with the latents
     assert main(["train", "dit", "--out", str(tmp_path / "warm"), "--vae", str(tmp_path / "vae"), "--init",
                  str(export), "--steps", "1", "--set", "train.lr=1e-12", "--set", "train.motion_weight=4",
-                 *common]) == 0
+                 "--set", "sampler.t2v_start=image", *common]) == 0
     motion = read_safetensors(tmp_path / "warm" / "latents.safetensors")["motion"]
     assert motion.shape == (6, 1, 12, 8, 8) and 0 < motion.float().mean() < 0.5  # the squares' cells only
     warm_cfg = RunConfig.load(tmp_path / "warm" / "export" / "config.json")
+    assert warm_cfg.sampler.t2v_start == "noise"  # a DiT export has no first-frame model: its t2v starts from noise
     start, warm = DiT(RunConfig.load(export / "config.json").dit), DiT(warm_cfg.dit)
     load_weights(start, export / "dit.safetensors")
     load_weights(warm, tmp_path / "warm" / "export" / "dit.safetensors")
@@ -136,6 +139,57 @@ def test_train_vae_then_dit_then_generate(tmp_path, tiny_recipes):
                  str(tmp_path / "fast.mp4"), "--num_frames", "8", "--steps", "8"]) == 0
 
 
+def test_train_image_adds_the_first_frame_model_to_a_video_model(tmp_path, tiny_recipes, capsys):
+    """`magi train image --video EXPORT`: export/ is the video model, byte for byte, with the image model added
+    and t2v starting from its image; the run resumes, and `magi generate` runs it."""
+    video = tmp_path / "video"
+    video.mkdir()
+    cfg = apply_overrides(replace(get_preset("tiny"), weights=""), ["text.kind=hash"])
+    cfg.save(video / "config.json")
+    torch.manual_seed(0)
+    save_weights(video / "dit.safetensors", DiT(cfg.dit).state_dict())
+    save_weights(video / "vae.safetensors", TransformerVAE(cfg.vae).state_dict())
+    data = tmp_path / "data"
+    data.mkdir()
+    common = ["--data", str(data), "--preset", "tiny", "--no_progress", "--video", str(video)]
+    run = tmp_path / "image"
+    assert main(["train", "image", "--out", str(run), *common]) == 0
+    export = run / "export"
+    assert {p.name for p in export.iterdir()} == {"config.json", "vae.safetensors", "dit.safetensors",
+                                                   "image.safetensors"}
+    for name in ("dit.safetensors", "vae.safetensors"):
+        assert (export / name).read_bytes() == (video / name).read_bytes()
+    exported = RunConfig.load(export / "config.json")
+    assert exported == replace(cfg, image=get_preset("tiny").image,
+                               sampler=replace(cfg.sampler, t2v_start="image"))
+    image = DiT(exported.image.dit)
+    load_weights(image, export / "image.safetensors")
+    assert (run / "loss.csv").read_text().count("\n") == 1 + 4
+    cache = run / "latents.safetensors"
+    stamp = cache.stat().st_mtime_ns
+    assert main(["train", "image", "--out", str(run), "--steps", "5", *common]) == 0  # resumed, not re-encoded
+    assert cache.stat().st_mtime_ns == stamp and (run / "loss.csv").read_text().count("\n") == 1 + 5
+
+    out = tmp_path / "t2v.mp4"
+    assert main(["generate", "--checkpoint", str(export), "--prompt", "a square moves left", "--output_path",
+                 str(out), "--num_frames", "8"]) == 0
+    assert read_video(out)[0].shape == (8, 64, 64, 3)
+    # its distilled student keeps the first-frame model
+    assert main(["distill", "--teacher", str(export), "--data", str(data), "--out", str(tmp_path / "student"),
+                 "--recipe", "tiny", "--no_progress"]) == 0
+    student = tmp_path / "student" / "export"
+    assert (student / "image.safetensors").read_bytes() == (export / "image.safetensors").read_bytes()
+    assert RunConfig.load(student / "config.json").sampler.t2v_start == "image"
+    (export / "image.safetensors").unlink()
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(export), "--prompt", "a square", "--output_path",
+                 str(tmp_path / "no.mp4"), "--num_frames", "8"]) == 2
+    assert "has no image.safetensors" in capsys.readouterr().err and not (tmp_path / "no.mp4").exists()
+    assert main(["train", "image", "--out", str(tmp_path / "x"), "--data", str(data), "--preset", "tiny",
+                 "--video", str(data)]) == 2
+    assert "is not an exported video model" in capsys.readouterr().err
+
+
 def test_train_dit_needs_an_exported_vae(tmp_path, tiny_recipes, capsys):
     assert main(["train", "dit", "--out", str(tmp_path / "d"), "--vae", str(tmp_path / "none"), "--data",
                  str(tmp_path), "--preset", "tiny"]) == 2
@@ -168,5 +222,5 @@ def test_training_refuses_clips_of_another_frame_rate(tmp_path, capsys):
 
 def test_physics_recipes_use_a_known_preset():
     for preset, phase in TRAINING:
-        assert phase in ("vae", "dit", "distill")
+        assert phase in ("vae", "dit", "distill", "image")
         get_preset(preset)

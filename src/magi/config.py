@@ -136,6 +136,26 @@ class TextConfig:
         _require(self.kind != "cache" or bool(self.path), "text.kind='cache' needs text.path (a magi text-cache file)")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ImageConfig:
+    """The first-frame model of image-first t2v (``sampler.t2v_start = "image"``): a DiT over one latent frame
+    (``dit.chunk_frames`` = 1) that draws a still from the text, which the video DiT then continues as i2v
+    (Emu Video's factorization of t2v). Its own sampler: ``steps`` steps on the grid of ``shift``, text guidance
+    ``text_scale`` (1: none), DDIM's eta ``stochasticity`` (1: ancestral steps)."""
+
+    dit: DiTConfig
+    steps: int = 32
+    shift: float = 3.0
+    text_scale: float = 3.0
+    stochasticity: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.dit.chunk_frames == 1, f"image.dit.chunk_frames={self.dit.chunk_frames} must be 1 (one still)")
+        _require(self.steps > 0 and self.shift > 0, "image.steps and image.shift must be positive")
+        _require(self.text_scale >= 0, f"image.text_scale={self.text_scale} must be >= 0")
+        _require(0.0 <= self.stochasticity <= 1.0, f"image.stochasticity={self.stochasticity} is not in [0, 1]")
+
+
 # MAGI-1's special conditioning tokens (see magi.sampling.special_tokens); DURATION stands for DURATION_1..8
 SPECIAL_TOKEN_KEYS = ("CAPTION", "LOGO", "TRANS", "HQ", "STATIC_FIRST_FRAMES", "DYNAMIC_FIRST_FRAMES", "BORDERNESS",
                       "THREE_D_MODEL", "TWO_D_ANIME", "DURATION")
@@ -166,6 +186,9 @@ class SamplerConfig:
     # procedure step for step (magi.sampling.magi1; docs/ARCHITECTURE.md lists its rules), which the magi-*
     # presets use. The fields below are read by "magi1" only (the official runtime/engine config names).
     procedure: Literal["native", "magi1"] = "native"
+    # How t2v starts: "noise" (the first chunk from noise, as MAGI-1) or "image" (the run's image model draws
+    # the first frame from the text, then the video continues it as i2v; RunConfig.image)
+    t2v_start: Literal["noise", "image"] = "noise"
     kv_offload: bool = False  # the KV cache in host memory, each layer's visible part copied in as it runs
     noise2clean_kvrange: tuple[int, ...] = (5, 4, 3, 2)  # chunks a chunk in flight sees, per denoising stage
     clean_chunk_kvrange: int = 1  # chunks a clean chunk fed to the cache sees (itself)
@@ -192,6 +215,9 @@ class SamplerConfig:
                      f"unknown special token {key!r} (known: {', '.join(SPECIAL_TOKEN_KEYS)})")
         _require("DURATION" not in self.negative_special_tokens, "DURATION is not a negative special token")
         _require(self.procedure in ("native", "magi1"), f"sampler.procedure={self.procedure!r} is not native|magi1")
+        _require(self.t2v_start in ("noise", "image"), f"sampler.t2v_start={self.t2v_start!r} is not noise|image")
+        _require(self.procedure == "native" or self.t2v_start == "noise",
+                 "sampler.t2v_start=image runs in the native procedure (the official has no image model)")
         if self.procedure == "magi1":
             stages = len(self.noise2clean_kvrange)
             _require(stages > 0 and self.steps % stages == 0 and min(self.noise2clean_kvrange) >= 1,
@@ -326,6 +352,7 @@ class RunConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    image: ImageConfig | None = None  # the first-frame model of sampler.t2v_start = "image" (none: no such model)
     weights: str = ""  # "" = random init; "builtin:<name>" = packaged weights; else a directory
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # where the DiT runs: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps
@@ -347,6 +374,17 @@ class RunConfig:
         scopes = typing.get_args(CompileScope)
         _require(self.compile in scopes, f"compile={self.compile!r} is not {'|'.join(scopes)}")
         _require(self.offload in ("none", "blocks"), f"offload={self.offload!r} is not none|blocks")
+        _require(self.sampler.t2v_start == "noise" or self.image is not None,
+                 "sampler.t2v_start=image needs an image model (the config's image section)")
+        if self.image is not None:
+            image = self.image.dit
+            _require(image.latent_channels == self.vae.latent_channels and image.context_dim == self.text.dim,
+                     f"the image model's latent channels / text width ({image.latent_channels}, "
+                     f"{image.context_dim}) are not the VAE's and the text encoder's ({self.vae.latent_channels}, "
+                     f"{self.text.dim})")
+            space = self.vae.patch_hw * image.patch_size
+            _require(self.video.height % space == 0 and self.video.width % space == 0,
+                     f"video size {self.video.height}x{self.video.width} must be divisible by {space} (image model)")
 
     @property
     def frames_per_chunk(self) -> int:
@@ -388,13 +426,24 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
+        section = _optional_section(hint)
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        elif section is not None:  # an optional section: null, or its fields
+            kwargs[name] = None if value is None else _build(section, value, f"{prefix}{name}.")
         elif typing.get_origin(hint) is tuple:
             kwargs[name] = tuple(value)
         else:
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def _optional_section(hint: Any) -> type | None:
+    """The dataclass of a ``Section | None`` annotation, else None."""
+    if typing.get_origin(hint) not in (typing.Union, types.UnionType):
+        return None
+    sections = [arg for arg in typing.get_args(hint) if dataclasses.is_dataclass(arg)]
+    return sections[0] if len(sections) == 1 else None
 
 
 def _coerce(text: str, hint: Any, path: str) -> Any:
@@ -432,6 +481,13 @@ def _override(obj: Any, keys: list[str], text: str, path: str) -> Any:
     names = {f.name for f in fields(obj)}
     _require(keys[0] in names, f"unknown config key {path!r}")
     hint = typing.get_type_hints(type(obj))[keys[0]]
+    section = _optional_section(hint)
+    if section is not None:  # ``image=none`` drops the section; ``image.key=value`` needs it
+        if len(keys) == 1:
+            _require(text.lower() == "none", f"{path!r} is a section: set {path}=none or {path}.key=value")
+            return replace(obj, **{keys[0]: None})
+        _require(getattr(obj, keys[0]) is not None, f"{path!r}: the config has no {keys[0]} section")
+        return replace(obj, **{keys[0]: _override(getattr(obj, keys[0]), keys[1:], text, path)})
     if len(keys) == 1:
         _require(not dataclasses.is_dataclass(hint), f"{path!r} is a section, not a value")
         return replace(obj, **{keys[0]: _coerce(text, hint, path)})

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from magi.config import (
     DiTConfig,
+    ImageConfig,
     QuantConfig,
     RunConfig,
     SamplerConfig,
@@ -34,6 +35,10 @@ def tiny() -> RunConfig:
         sampler=SamplerConfig(steps=8, window_size=4, shift=3.0, context_chunks=4,
                               text_scales=(2.0, 2.0, 2.0, 1.0, 1.0), prefix_scales=(1.5, 1.5, 1.5, 1.0, 1.0)),
         video=VideoConfig(height=64, width=64, num_frames=48, fps=8),
+        # a first-frame model for image-first t2v (sampler.t2v_start=image), off by default
+        image=ImageConfig(dit=DiTConfig(in_channels=8, patch_size=1, dim=32, depth=1, num_heads=2, num_kv_heads=1,
+                                        head_dim=16, ffn_dim=64, context_dim=384, context_max_length=32,
+                                        chunk_frames=1), steps=4),
     )
 
 
@@ -59,8 +64,13 @@ def physics_64() -> RunConfig:
         # steps", "How noisy the caption benchmark is")
         sampler=SamplerConfig(steps=16, window_size=1, shift=3.0, context_chunks=2,
                               text_scales=(2.0, 2.0, 2.0, 1.0, 1.0), prefix_scales=(1.5, 1.5, 1.5, 1.0, 1.0),
-                              stochasticity=1.0),
+                              stochasticity=1.0, t2v_start="image"),
         video=VideoConfig(height=64, width=64, num_frames=48, fps=8),
+        # the first-frame model of image-first t2v: the DiT's width over one latent frame, one token per latent
+        # cell (docs/TRAINING.md, "Image-first t2v")
+        image=ImageConfig(dit=DiTConfig(in_channels=16, patch_size=1, dim=192, depth=4, num_heads=6, num_kv_heads=2,
+                                        head_dim=32, ffn_dim=512, context_dim=384, context_max_length=32,
+                                        chunk_frames=1)),
         weights="builtin:physics-64",
     )
 
@@ -83,6 +93,9 @@ TRAINING: dict[tuple[str, str], Callable[[], TrainConfig]] = {
                                                clip_chunks=3, ema_decay=0.998, checkpoint_every=100,
                                                sample_every=500, caption_dropout=0.1,
                                                prefix_probs=(0.2, 0.3, 0.5)),
+    ("physics-64", "image"): lambda: TrainConfig(steps=4000, batch_size=64, lr=1e-3, warmup_steps=100, t_shift=1.0,
+                                                 ema_decay=0.998, checkpoint_every=250, sample_every=0,
+                                                 caption_dropout=0.1, motion_weight=9.0),
     ("physics-64", "distill"): lambda: TrainConfig(steps=800, batch_size=8, lr=2e-4, warmup_steps=20,
                                                    clip_chunks=3, ema_decay=0.99, checkpoint_every=100,
                                                    sample_every=0, prefix_probs=(0.2, 0.3, 0.5)),

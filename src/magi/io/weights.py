@@ -1,8 +1,9 @@
 """Weights on disk: safetensors only (never pickle), strict loads, atomic saves.
 
 Our checkpoint layout is a directory holding ``config.json`` (the resolved RunConfig) and one
-``<component>.safetensors`` per network (``vae``, ``dit``). ``builtin:<name>`` names a checkpoint
-shipped inside the package (``magi/weights/<name>/``).
+``<component>.safetensors`` per network (``vae``, ``dit``, and ``image``, the first-frame model of image-first
+t2v, where the config has one). ``builtin:<name>`` names a checkpoint shipped inside the package
+(``magi/weights/<name>/``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from magi.errors import InputError
 from magi.io.atomic import atomic_path, atomic_write_text
 
 BUILTIN_PREFIX = "builtin:"
+IMAGE_WEIGHTS = "image.safetensors"  # the first-frame model (RunConfig.image) in a checkpoint folder
 
 
 def resolve_checkpoint_dir(location: str) -> Path:

@@ -28,7 +28,7 @@ from magi.io.reference import (
     stream_reference_state,
 )
 from magi.io.video import frames_to_tensor, resize_frames, tensor_to_frames
-from magi.io.weights import LazyState, check_state_dict, load_weights, resolve_checkpoint_dir
+from magi.io.weights import IMAGE_WEIGHTS, LazyState, check_state_dict, load_weights, resolve_checkpoint_dir
 from magi.models.dit import DiT
 from magi.models.magi_vae import MagiVAE, MagiVAEConfig, TiledVAE, Tiling
 from magi.models.text import TextEncoder, build_text_encoder
@@ -36,6 +36,7 @@ from magi.models.vae import TransformerVAE
 from magi.offload import offload_blocks
 from magi.quant.fp8 import FP8, Float8Linear, is_fp8_state, quantize_, quantize_weight
 from magi.sampling import magi1
+from magi.sampling.first_frame import generate_still
 from magi.sampling.sampler import Prefix, iter_generate, num_steps
 from magi.sampling.special_tokens import chunk_texts, load_special_tokens, negative_text
 
@@ -50,6 +51,7 @@ class Pipeline:
     dit: DiT
     text: TextEncoder
     special_tokens: dict[str, Tensor] = field(default_factory=dict)  # name -> (1, Dc), see special_tokens.py
+    image: DiT | None = None  # the first-frame model of sampler.t2v_start = "image" (cfg.image)
 
 
 def build_pipeline(cfg: RunConfig, context_parallel: bool = False) -> Pipeline:
@@ -98,7 +100,26 @@ def build_pipeline(cfg: RunConfig, context_parallel: bool = False) -> Pipeline:
     if keys and folder is None:
         raise InputError(f"the config uses special tokens {list(keys)}, which come with a checkpoint's weights")
     tokens = load_special_tokens(folder, keys) if keys else {}
-    return Pipeline(cfg, vae, dit, build_text_encoder(cfg.text), tokens)
+    image = load_image_model(cfg, folder, device) if cfg.sampler.t2v_start == "image" else None
+    return Pipeline(cfg, vae, dit, build_text_encoder(cfg.text), tokens, image)
+
+
+def load_image_model(cfg: RunConfig, folder: Path | None, device: torch.device) -> DiT:
+    """The first-frame model of ``cfg.image`` on ``device`` in the run's dtype: from ``folder``'s
+    ``image.safetensors``, strictly, or a fixed-seed random init without weights."""
+    assert cfg.image is not None  # RunConfig refuses t2v_start=image without it
+    if folder is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1)
+            image = DiT(cfg.image.dit)
+    else:
+        path = folder / IMAGE_WEIGHTS
+        if not path.is_file():
+            raise InputError(f"'{folder}' has no {IMAGE_WEIGHTS}, the image model that sampler.t2v_start=image "
+                             f"needs (or --set sampler.t2v_start=noise)")
+        image = DiT(cfg.image.dit)
+        load_weights(image, path)
+    return image.to(device=device, dtype=DTYPES[cfg.dtype]).eval()
 
 
 def load_dit(cfg: RunConfig, folder: Path, device: torch.device) -> DiT:
@@ -359,17 +380,26 @@ def generate_batch(pipe: Pipeline, requests: Sequence[Request],
 
     conditions = [conditioning_frames(request, cfg) for request in requests]
     prefix = None if first.mode == "t2v" else Prefix(torch.cat([encode_conditioning(pipe, c) for c in conditions]))
+    # image-first t2v: one latent frame, the image model's still, opens the first chunk as an i2v image does;
+    # it is the video's first frame, so one frame fewer is generated after it
+    image_first = first.mode == "t2v" and cfg.sampler.t2v_start == "image"
+    if image_first and pipe.image is None:
+        raise InputError("sampler.t2v_start=image, but the pipeline has no image model (build it with build_pipeline)")
     official = cfg.sampler.procedure == "magi1"
     if official:  # every chunk whole, as the official outputs them
         num_chunks, _ = magi1.chunk_counts(first.num_frames, stride, 0 if prefix is None else prefix.latents.shape[2],
                                            chunk_frames)
         opening = 0
     else:
-        opening = 0 if prefix is None else prefix.latents.shape[2] % chunk_frames
-        latent_frames = opening + math.ceil(first.num_frames / stride)
+        opening = 1 if image_first else 0 if prefix is None else prefix.latents.shape[2] % chunk_frames
+        latent_frames = opening + math.ceil((first.num_frames - image_first) / stride)
         num_chunks = math.ceil(latent_frames / chunk_frames)
 
     context, mask = encode_prompts(pipe, requests, num_chunks)  # (B, L, Dc) or (B, num_chunks, L, Dc)
+    if image_first:  # the still of chunk 0's text: (B, C, 1, h, w)
+        text = (context[:, 0], mask[:, 0]) if context.dim() == 4 else (context, mask)
+        prefix = Prefix(generate_still(pipe.image, cfg.image, *text, latent_shape=latent_shape,
+                                       seed=[request.seed for request in requests]))
     sampler, max_length, negative = cfg.sampler, cfg.dit.context_max_length, None
     if sampler.special_tokens:  # one text per chunk: MAGI-1's special tokens in front of the caption
         context, mask = chunk_texts(context, mask, num_chunks, pipe.special_tokens, sampler.special_tokens,
@@ -391,9 +421,10 @@ def generate_batch(pipe: Pipeline, requests: Sequence[Request],
     chunks = iter_generate(pipe.dit, sampler, context, mask, num_chunks=num_chunks, latent_shape=latent_shape,
                            prefix=prefix, seed=seeds, use_kv_cache=first.use_kv_cache, progress=report,
                            negative=negative)
-    if first.include_prefix and prefix is not None:
+    if first.include_prefix and prefix is not None and not image_first:
         yield conditions
-    skip, remaining = opening * stride, first.num_frames
+    # image-first: the still's last frame (the image the video continues) is the video's first
+    skip, remaining = opening * stride - image_first, first.num_frames
     for latents in chunks:
         videos = decode(pipe, latents)  # (B, 3, n, H, W)
         frames = [tensor_to_frames(video)[skip:remaining + skip] for video in videos]  # (n, H, W, 3) each

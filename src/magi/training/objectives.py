@@ -4,6 +4,7 @@ VAE: reconstruction MSE of random clip windows + a small KL term.
 DiT: flow matching on cached latents with MAGI-1's autoregressive per-chunk noise levels, random clean
 prefixes (t2v / i2v / v2v in one model) and caption dropout (for classifier-free guidance).
 Distillation: shortcut self-consistency over 64/32/16/8-step grids with the guided teacher distilled in.
+Image (the first-frame model of image-first t2v): flow matching on each clip's still latent and its caption.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor
 from magi.config import RunConfig
 from magi.devices import module_device
 from magi.flow.matching import autoregressive_times, flow_loss, interpolate, noisy_frame_mse
+from magi.flow.schedule import shift_time
 from magi.flow.shortcut import broadcast, grid_steps, two_step_target
 from magi.parallel.data import BatchShard
 from magi.sampling.guidance import piecewise_scale, text_guidance
@@ -259,5 +261,31 @@ def distill_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, 
         prediction = student(x, t_k, context, mask, step_size=d1 + d2)
         weight = None if b.weight is None else b.weight[rows]
         return noisy_frame_mse(prediction, target, t_all, rows, weight)  # ranks average it (see magi.parallel.data)
+
+    return objective
+
+
+def image_objective(stills: Tensor, contexts: Tensor, context_masks: Tensor, cfg: RunConfig,
+                    shard: BatchShard = BatchShard(), motion: Tensor | None = None) -> Objective:
+    """Text-to-image flow matching for the first-frame model (``RunConfig.image``): each clip's still latent
+    (N, C, 1, h, w), the i2v image as ``magi generate`` encodes it, with its caption (N, L, Dc) and mask (N, L).
+    Noise levels shift(sigmoid(N(0, train.t_logit_std)), train.t_shift); caption dropout as the DiT's.
+    ``motion`` (N, 1, 1, h, w) bool, the motion cells of each clip's first latent frame: with
+    ``train.motion_weight`` > 0 the loss weighs 1 + motion_weight there (where the things that will move start)."""
+    tc = cfg.train
+    if tc.motion_weight > 0 and motion is None:
+        raise ValueError("train.motion_weight > 0 needs the motion cells of the first latent frames")
+
+    def objective(dit: DiT, step: int) -> Tensor:
+        g = step_generator(tc.seed, step)
+        index = torch.randint(len(stills), (tc.batch_size,), generator=g)
+        drop = torch.rand(tc.batch_size, generator=g) < tc.caption_dropout  # (B,) rows trained without text
+        t = shift_time(torch.sigmoid(torch.randn(tc.batch_size, 1, generator=g) * tc.t_logit_std), tc.t_shift)
+        context, mask = pad_context(contexts[index], context_masks[index], dit.cfg.context_max_length)
+        device, rows = module_device(dit), shard.rows(tc.batch_size)
+        context, mask, drop = context[rows].to(device), mask[rows].to(device), drop[rows].to(device)
+        weight = None if tc.motion_weight == 0 else (1.0 + tc.motion_weight * motion[index].float()).to(device)
+        return flow_loss(lambda x, tt: dit(x, tt, context, mask, no_text=drop), stills[index].to(device),
+                         t.to(device), g, rows, weight)
 
     return objective

@@ -1,4 +1,5 @@
-"""The two training runs of a MAGI-1 model on a clip dataset: the VAE first, then the DiT on cached latents.
+"""The training runs of a MAGI-1 model on a clip dataset: the VAE first, then the DiT on cached latents, and
+optionally the first-frame model of image-first t2v (``train_image``) on the same latents.
 
 A run directory holds ``config.json``, ``checkpoint/`` (exact resume), ``loss.csv``, ``samples/`` and,
 once exported, ``export/``: a complete checkpoint directory (``config.json`` + ``vae.safetensors`` [+
@@ -23,13 +24,27 @@ from magi.devices import module_device, resolve_device
 from magi.errors import InputError
 from magi.io.atomic import atomic_write_text
 from magi.io.video import tensor_to_frames, write_video
-from magi.io.weights import check_state_dict, load_state, load_weights, read_safetensors, save_weights
+from magi.io.weights import (
+    IMAGE_WEIGHTS,
+    check_state_dict,
+    load_state,
+    load_weights,
+    read_safetensors,
+    save_weights,
+)
 from magi.models.dit import DiT
 from magi.models.text import build_text_encoder
 from magi.models.vae import TransformerVAE
 from magi.parallel.data import DataParallelism, SingleProcess
 from magi.training.loop import find_checkpoint, train
-from magi.training.objectives import distill_objective, dit_objective, frames_to_video, motion_cells, vae_objective
+from magi.training.objectives import (
+    distill_objective,
+    dit_objective,
+    frames_to_video,
+    image_objective,
+    motion_cells,
+    vae_objective,
+)
 
 ENCODE_BATCH = 8
 
@@ -282,15 +297,65 @@ def write_training_sample(cfg: RunConfig, vae: TransformerVAE, dit: DiT, clip: n
     write_video(path, np.concatenate([clip[: len(generated)], generated], axis=2), fps=cfg.video.fps)
 
 
-def export_dit(run_dir: Path) -> Path:
-    """Write ``export/`` (config + VAE + EMA DiT) from the latest checkpoint of a DiT run."""
+def export_dit(run_dir: Path, image_from: Path | None = None) -> Path:
+    """Write ``export/`` (config + VAE + EMA DiT) from the latest checkpoint of a DiT run.
+
+    Its t2v starts from noise, unless ``image_from`` (a checkpoint folder) has a first-frame model for the
+    run's ``image`` config: then that ``image.safetensors`` goes with it and t2v starts from its image."""
     cfg = RunConfig.load(run_dir / "config.json")
     dit = _ema_from_checkpoint(run_dir, DiT(cfg.dit))
     export = run_dir / "export"
     export.mkdir(exist_ok=True)
     save_weights(export / "dit.safetensors", dit.state_dict())
     shutil.copyfile(run_dir / "vae.safetensors", export / "vae.safetensors")
-    replace(cfg, weights="").save(export / "config.json")
+    start = "noise"
+    if image_from is not None and cfg.image is not None and (image_from / IMAGE_WEIGHTS).is_file():
+        shutil.copyfile(image_from / IMAGE_WEIGHTS, export / IMAGE_WEIGHTS)
+        start = "image"
+    replace(cfg, weights="", sampler=replace(cfg.sampler, t2v_start=start)).save(export / "config.json")
+    return export
+
+
+def train_image(cfg: RunConfig, data: Path, video: Path, run_dir: Path, *, progress: bool = True,
+                parallel: DataParallelism | None = None, init: Path | None = None) -> Path:
+    """Train the first-frame model ``cfg.image`` on the still latents of ``data``/train (each clip's i2v image),
+    encoded by the VAE of the exported video model ``video``; export ``video``'s model with it, t2v starting
+    from its image (``sampler.t2v_start = "image"``): ``run_dir/export`` is a complete checkpoint.
+
+    ``init``: an export holding ``image.safetensors`` to start from when the run has no checkpoint yet."""
+    parallel = parallel or SingleProcess()
+    if cfg.image is None:
+        raise InputError(f"preset {cfg.name} has no image model (the config's image section)")
+    if not all((video / name).is_file() for name in ("config.json", "dit.safetensors", "vae.safetensors")):
+        raise InputError(f"--video '{video}' is not an exported video model (config.json, dit.safetensors and "
+                         "vae.safetensors)")
+    video_cfg = RunConfig.load(video / "config.json")
+    cfg = replace(cfg, vae=video_cfg.vae, text=video_cfg.text, video=video_cfg.video)  # its latents and texts
+    check_frame_rate(cfg, data)
+    _, cache, contexts, masks = prepare_dit_data(cfg, data, video / "vae.safetensors", run_dir, progress, parallel)
+    torch.manual_seed(cfg.train.seed)
+    image = DiT(cfg.image.dit)
+    if init is not None and find_checkpoint(run_dir) is None:
+        load_weights(image, init / IMAGE_WEIGHTS)
+    objective = image_objective(cache.stills, contexts, masks, cfg, parallel.shard, cache.motion[:, :, :1])
+    train(image, objective, cfg, run_dir, progress=progress, parallel=parallel)
+    return export_image(run_dir, video) if parallel.is_main else run_dir / "export"
+
+
+def export_image(run_dir: Path, video: Path) -> Path:
+    """Write ``export/``: the video model of ``video`` with the EMA image model of run ``run_dir`` as its
+    first-frame model."""
+    cfg = RunConfig.load(run_dir / "config.json")
+    assert cfg.image is not None
+    image = _ema_from_checkpoint(run_dir, DiT(cfg.image.dit))
+    video_cfg = RunConfig.load(video / "config.json")
+    export = run_dir / "export"
+    export.mkdir(exist_ok=True)
+    save_weights(export / IMAGE_WEIGHTS, image.state_dict())
+    for name in ("dit.safetensors", "vae.safetensors"):
+        shutil.copyfile(video / name, export / name)
+    replace(video_cfg, weights="", image=cfg.image,
+            sampler=replace(video_cfg.sampler, t2v_start="image")).save(export / "config.json")
     return export
 
 
@@ -338,4 +403,4 @@ def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, prog
     objective = distill_objective(cache.latents, contexts, masks, teacher, cfg, cache.stills, parallel.shard,
                                   cache.motion, t2v_clips(cfg, data))
     train(student, objective, cfg, run_dir, progress=progress, parallel=parallel)
-    return export_dit(run_dir) if parallel.is_main else run_dir / "export"
+    return export_dit(run_dir, image_from=teacher_dir) if parallel.is_main else run_dir / "export"
