@@ -140,12 +140,11 @@ def first_frames(magi, seeds: list[int]) -> None:
     from magi.sampling.pipeline import decode
 
     cfg = magi.cfg
-    latent_shape = (cfg.vae.latent_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
     print("| caption | first frame: exactly the asked count | starts at (height) |")
     print("|---|---:|---:|")
     for caption, colour, count, _ in CAPTIONS:
         context, mask = magi.pipe.text.encode([caption] * len(seeds))
-        still = generate_still(magi.pipe.image, cfg.image, context, mask, latent_shape=latent_shape, seed=seeds)
+        still = generate_still(magi.pipe.image, cfg.image, context, mask, latent_shape=cfg.latent_shape, seed=seeds)
         with torch.inference_mode():
             frames = [tensor_to_frames(video)[-1:] for video in decode(magi.pipe, still)]  # the still's last frame
         parsed = [parse(frame, colour) for frame in frames]

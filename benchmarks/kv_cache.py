@@ -45,7 +45,7 @@ def main() -> None:
     sampler = replace(cfg.sampler, steps=args.steps, guidance="none")
     torch.manual_seed(0)
     dit = DiT(cfg.dit).eval()
-    latent_shape = (cfg.dit.latent_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
+    latent_shape = cfg.latent_shape
     context = torch.randn(1, 16, cfg.dit.context_dim)
     mask = torch.ones(1, 16, dtype=torch.bool)
 

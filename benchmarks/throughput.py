@@ -92,7 +92,7 @@ def main() -> None:
         dit, vae = DiT(cfg.dit).eval(), TransformerVAE(cfg.vae).eval()
         compiled = {f"compiled ({scope})": compile_dit(copy.deepcopy(dit), scope)  # compiles on first use
                     for scope in args.compile.split(",") if scope}
-        shape = (cfg.dit.latent_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
+        shape = cfg.latent_shape
         for batch in [int(b) for b in args.batch.split(",")]:
             context = torch.randn(batch, cfg.dit.context_max_length, cfg.dit.context_dim)
             mask = torch.ones(batch, cfg.dit.context_max_length, dtype=torch.bool)

@@ -391,6 +391,11 @@ class RunConfig:
         """Video frames per chunk (MAGI-1: 6 latent frames x 4 = 24)."""
         return self.dit.chunk_frames * self.vae.patch_t
 
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of one latent frame of the video: the DiT's latent channels, the frame size / the VAE's stride."""
+        return (self.dit.latent_channels, self.video.height // self.vae.patch_hw, self.video.width // self.vae.patch_hw)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -481,15 +486,14 @@ def _override(obj: Any, keys: list[str], text: str, path: str) -> Any:
     names = {f.name for f in fields(obj)}
     _require(keys[0] in names, f"unknown config key {path!r}")
     hint = typing.get_type_hints(type(obj))[keys[0]]
-    section = _optional_section(hint)
-    if section is not None:  # ``image=none`` drops the section; ``image.key=value`` needs it
+    if _optional_section(hint) is not None:  # ``image=none`` drops the section; ``image.key=value`` needs it
         if len(keys) == 1:
             _require(text.lower() == "none", f"{path!r} is a section: set {path}=none or {path}.key=value")
             return replace(obj, **{keys[0]: None})
         _require(getattr(obj, keys[0]) is not None, f"{path!r}: the config has no {keys[0]} section")
-        return replace(obj, **{keys[0]: _override(getattr(obj, keys[0]), keys[1:], text, path)})
-    if len(keys) == 1:
+    elif len(keys) == 1:
         _require(not dataclasses.is_dataclass(hint), f"{path!r} is a section, not a value")
         return replace(obj, **{keys[0]: _coerce(text, hint, path)})
-    _require(dataclasses.is_dataclass(hint), f"unknown config key {path!r}")
+    else:
+        _require(dataclasses.is_dataclass(hint), f"unknown config key {path!r}")
     return replace(obj, **{keys[0]: _override(getattr(obj, keys[0]), keys[1:], text, path)})

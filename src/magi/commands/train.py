@@ -65,8 +65,6 @@ def run(args: argparse.Namespace) -> int:
     weights = {"vae": "vae.safetensors", "dit": "dit.safetensors", "image": "image.safetensors"}[args.phase]
     if init is not None and not ((init / weights).is_file() and (init / "config.json").is_file()):
         raise InputError(f"--init '{init}' has no {weights} and config.json (pass a run's export/ folder)")
-    if args.phase == "image" and not Path(args.video).is_dir():
-        raise InputError(f"--video '{args.video}' is not a directory (pass a DiT run's export/ folder)")
     with data_parallelism_from_env(os.environ) as parallel:  # under torchrun: FSDP2 over all processes
         if args.phase == "vae":
             psnr = runs.train_vae(cfg, Path(args.data), out, progress=not args.no_progress, parallel=parallel,

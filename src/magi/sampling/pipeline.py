@@ -376,7 +376,7 @@ def generate_batch(pipe: Pipeline, requests: Sequence[Request],
         raise InputError("requests generated together must agree on mode, num_frames, include_prefix, "
                          f"use_kv_cache and the number of conditioning frames; got {sorted(keys)}")
     stride, chunk_frames = cfg.vae.patch_t, cfg.dit.chunk_frames
-    latent_shape = (cfg.dit.latent_channels, cfg.video.height // cfg.vae.patch_hw, cfg.video.width // cfg.vae.patch_hw)
+    latent_shape = cfg.latent_shape
 
     conditions = [conditioning_frames(request, cfg) for request in requests]
     prefix = None if first.mode == "t2v" else Prefix(torch.cat([encode_conditioning(pipe, c) for c in conditions]))
