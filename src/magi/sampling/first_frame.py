@@ -17,7 +17,7 @@ from magi.config import ImageConfig
 from magi.flow.schedule import time_grid
 from magi.models.dit import DiT
 from magi.sampling.guidance import text_guidance
-from magi.sampling.sampler import pad_context, per_sample_noise, seed_list
+from magi.sampling.sampler import pad_context, per_sample_noise, seed_generators, seed_list
 from magi.sampling.solvers import euler_step, stochastic_step
 
 # The image's noise comes from its own stream of each seed (the seed with this bit flipped), not from the stream
@@ -27,7 +27,7 @@ IMAGE_STREAM = 1 << 62
 
 def image_generators(seed: int | Sequence[int], batch: int) -> list[torch.Generator]:
     """Image i's (CPU) generator: its video's seed (``seed_list``) on the image stream."""
-    return [torch.Generator().manual_seed(s ^ IMAGE_STREAM) for s in seed_list(seed, batch)]
+    return seed_generators([s ^ IMAGE_STREAM for s in seed_list(seed, batch)], batch)
 
 
 @torch.inference_mode()
