@@ -180,6 +180,28 @@ def test_train_image_adds_the_first_frame_model_to_a_video_model(tmp_path, tiny_
     student = tmp_path / "student" / "export"
     assert (student / "image.safetensors").read_bytes() == (export / "image.safetensors").read_bytes()
     assert RunConfig.load(student / "config.json").sampler.t2v_start == "image"
+    # `magi train export` of a DiT run: without --image_from its t2v starts from noise; --image_from CKPT adds
+    # CKPT's first-frame model (the workflow of a fine-tuned video DiT shipped beside an existing image model)
+    distilled = tmp_path / "student"
+    assert main(["train", "export", "--out", str(distilled)]) == 0
+    assert not (student / "image.safetensors").exists()
+    assert RunConfig.load(student / "config.json").sampler.t2v_start == "noise"
+    assert main(["train", "export", "--out", str(distilled), "--image_from", str(export)]) == 0
+    assert (student / "image.safetensors").read_bytes() == (export / "image.safetensors").read_bytes()
+    with_image = RunConfig.load(student / "config.json")
+    assert with_image.sampler.t2v_start == "image" and with_image.image == exported.image
+    capsys.readouterr()
+    assert main(["train", "export", "--out", str(distilled), "--image_from", str(video)]) == 2
+    assert "has no image.safetensors" in capsys.readouterr().err
+    other = tmp_path / "other-vae"
+    other.mkdir()
+    for name in ("config.json", "image.safetensors"):
+        (other / name).write_bytes((export / name).read_bytes())
+    torch.manual_seed(1)
+    save_weights(other / "vae.safetensors", TransformerVAE(cfg.vae).state_dict())
+    assert main(["train", "export", "--out", str(distilled), "--image_from", str(other)]) == 2
+    assert "has another VAE than this model" in capsys.readouterr().err
+    assert (student / "image.safetensors").is_file()  # a refused export leaves the last one as it was
     (export / "image.safetensors").unlink()
     capsys.readouterr()
     assert main(["generate", "--checkpoint", str(export), "--prompt", "a square", "--output_path",

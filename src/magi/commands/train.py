@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from magi.commands import add_placement_flags, placement_overrides
-from magi.config import apply_overrides
+from magi.config import RunConfig, apply_overrides
 from magi.errors import InputError
 
 
@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         q = phases.add_parser(phase, help=help_text)
         q.add_argument("--out", required=True, help="run directory (checkpoints, samples, export/)")
         if phase == "export":
+            q.add_argument("--image_from", help="checkpoint with a first-frame model (image.safetensors) of the same "
+                                                "VAE and text encoder: the export takes it, and its t2v starts from "
+                                                "its image (as the shipped physics-64 does)")
             continue
         q.add_argument("--data", required=True, help="dataset root written by `magi data`")
         q.add_argument("--preset", default="physics-64", help="architecture + training recipe")
@@ -54,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
     if args.phase == "export":
         if not (out / "vae.safetensors").is_file():
             raise InputError(f"'{out}' is not a DiT run directory")
-        print(f"exported {runs.export_dit(out)}")
+        image_from = Path(args.image_from) if args.image_from else None
+        if image_from is not None:
+            runs.check_image_source(RunConfig.load(out / "config.json"), out / "vae.safetensors", image_from)
+        print(f"exported {runs.export_dit(out, image_from=image_from)}")
         return 0
     if not Path(args.data).is_dir():
         raise InputError(f"dataset '{args.data}' not found (create it with `magi data`)")

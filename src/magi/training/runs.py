@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from magi.config import RunConfig, TextConfig
+from magi.config import ImageConfig, RunConfig, TextConfig
 from magi.devices import module_device, resolve_device
 from magi.errors import InputError
 from magi.io.atomic import atomic_write_text
@@ -300,20 +300,43 @@ def write_training_sample(cfg: RunConfig, vae: TransformerVAE, dit: DiT, clip: n
 def export_dit(run_dir: Path, image_from: Path | None = None) -> Path:
     """Write ``export/`` (config + VAE + EMA DiT) from the latest checkpoint of a DiT run.
 
-    Its t2v starts from noise, unless ``image_from`` (a checkpoint folder) has a first-frame model for the
-    run's ``image`` config: then that ``image.safetensors`` goes with it and t2v starts from its image."""
+    Its t2v starts from noise, unless ``image_from`` (a checkpoint folder) has a first-frame model: then its
+    ``image.safetensors`` and image config go with it, and t2v starts from its image. That model draws latents
+    of its checkpoint's VAE from its text encoder's prompts, so the run must have the same VAE and text encoder."""
     cfg = RunConfig.load(run_dir / "config.json")
+    image_cfg, start = cfg.image, "noise"
+    if image_from is not None and (image_from / IMAGE_WEIGHTS).is_file():
+        image_cfg, start = check_image_source(cfg, run_dir / "vae.safetensors", image_from), "image"
     dit = _ema_from_checkpoint(run_dir, DiT(cfg.dit))
     export = run_dir / "export"
     export.mkdir(exist_ok=True)
     save_weights(export / "dit.safetensors", dit.state_dict())
     shutil.copyfile(run_dir / "vae.safetensors", export / "vae.safetensors")
-    start = "noise"
-    if image_from is not None and cfg.image is not None and (image_from / IMAGE_WEIGHTS).is_file():
+    if start == "image":
         shutil.copyfile(image_from / IMAGE_WEIGHTS, export / IMAGE_WEIGHTS)
-        start = "image"
-    replace(cfg, weights="", sampler=replace(cfg.sampler, t2v_start=start)).save(export / "config.json")
+    elif (export / IMAGE_WEIGHTS).is_file():  # left by an earlier export with an image model
+        (export / IMAGE_WEIGHTS).unlink()
+    replace(cfg, weights="", image=image_cfg, sampler=replace(cfg.sampler, t2v_start=start)).save(
+        export / "config.json")
     return export
+
+
+def check_image_source(cfg: RunConfig, vae_weights: Path, image_from: Path) -> ImageConfig:
+    """The image config of the first-frame model in checkpoint ``image_from``, which a model of ``cfg`` with
+    the VAE ``vae_weights`` can start its t2v from; an InputError naming the mismatch when it cannot."""
+    if not ((image_from / IMAGE_WEIGHTS).is_file() and (image_from / "config.json").is_file()):
+        raise InputError(f"--image_from '{image_from}' has no {IMAGE_WEIGHTS} and config.json (pass a checkpoint "
+                         "with a first-frame model)")
+    source = RunConfig.load(image_from / "config.json")
+    if source.image is None:
+        raise InputError(f"--image_from '{image_from}': its config.json has no image section")
+    vae_from = image_from / "vae.safetensors"
+    if source.vae != cfg.vae or not vae_from.is_file() or _file_digest(vae_from) != _file_digest(vae_weights):
+        raise InputError(f"--image_from '{image_from}' has another VAE than this model: its first-frame model draws "
+                         "that VAE's latents")
+    if source.text != cfg.text:
+        raise InputError(f"--image_from '{image_from}' has another text encoder than this model")
+    return source.image
 
 
 def train_image(cfg: RunConfig, data: Path, video: Path, run_dir: Path, *, progress: bool = True,
