@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from magi.commands import add_placement_flags, placement_overrides
-from magi.config import RunConfig, apply_overrides
+from magi.config import apply_overrides
 from magi.errors import InputError
 
 
@@ -57,10 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.phase == "export":
         if not (out / "vae.safetensors").is_file():
             raise InputError(f"'{out}' is not a DiT run directory")
-        image_from = Path(args.image_from) if args.image_from else None
-        if image_from is not None:
-            runs.check_image_source(RunConfig.load(out / "config.json"), out / "vae.safetensors", image_from)
-        print(f"exported {runs.export_dit(out, image_from=image_from)}")
+        print(f"exported {runs.export_dit(out, image_from=Path(args.image_from) if args.image_from else None)}")
         return 0
     if not Path(args.data).is_dir():
         raise InputError(f"dataset '{args.data}' not found (create it with `magi data`)")

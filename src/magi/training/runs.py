@@ -300,12 +300,13 @@ def write_training_sample(cfg: RunConfig, vae: TransformerVAE, dit: DiT, clip: n
 def export_dit(run_dir: Path, image_from: Path | None = None) -> Path:
     """Write ``export/`` (config + VAE + EMA DiT) from the latest checkpoint of a DiT run.
 
-    Its t2v starts from noise, unless ``image_from`` (a checkpoint folder) has a first-frame model: then its
-    ``image.safetensors`` and image config go with it, and t2v starts from its image. That model draws latents
-    of its checkpoint's VAE from its text encoder's prompts, so the run must have the same VAE and text encoder."""
+    Its t2v starts from noise, unless ``image_from`` is given: a checkpoint folder with a first-frame model,
+    whose ``image.safetensors`` and image config go with it, t2v starting from its image (an InputError when
+    it has none). That model draws latents of its checkpoint's VAE from its text encoder's prompts, so the run
+    must have the same VAE and text encoder."""
     cfg = RunConfig.load(run_dir / "config.json")
     image_cfg, start = cfg.image, "noise"
-    if image_from is not None and (image_from / IMAGE_WEIGHTS).is_file():
+    if image_from is not None:
         image_cfg, start = check_image_source(cfg, run_dir / "vae.safetensors", image_from), "image"
     dit = _ema_from_checkpoint(run_dir, DiT(cfg.dit))
     export = run_dir / "export"
@@ -426,4 +427,6 @@ def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, prog
     objective = distill_objective(cache.latents, contexts, masks, teacher, cfg, cache.stills, parallel.shard,
                                   cache.motion, t2v_clips(cfg, data))
     train(student, objective, cfg, run_dir, progress=progress, parallel=parallel)
-    return export_dit(run_dir, image_from=teacher_dir) if parallel.is_main else run_dir / "export"
+    if not parallel.is_main:
+        return run_dir / "export"
+    return export_dit(run_dir, image_from=teacher_dir if (teacher_dir / IMAGE_WEIGHTS).is_file() else None)
