@@ -203,3 +203,64 @@ def test_camera_variation_changes_train_clips_only_and_keeps_the_rest_byte_ident
     assert usual_camera(tmp_path / "b", "train").tolist() == [i not in moved for i in range(12)]
     with pytest.raises(InputError, match="camera variation"):
         write_split(tmp_path / "c", "train", 1, seed=0, frames=4, size=32, camera_variation=1.5)
+
+
+def test_balls_drop_holds_several_balls_apart_then_lets_each_fall():
+    from magi.physics.captions import caption
+    from magi.physics.world import FLOOR_Y, VISIBLE_X
+
+    family = FAMILIES["balls-drop"]
+    assert "balls-drop" not in MINI_COUNTS  # outside the benchmark mix: drawn only where asked for
+    for seed in range(8):
+        p = family.sample(np.random.default_rng(seed))
+        n = len(p["colors"])
+        assert 2 <= n <= 3 and len(set(p["colors"])) == n
+        trace = simulate(family.build(p), 24)
+        x, y = trace.states[:, :, 0], trace.states[:, :, 1]  # (frames, balls)
+        radii = np.array(p["radii"])
+        assert ((x[0] - radii >= VISIBLE_X[0]) & (x[0] + radii <= VISIBLE_X[1])).all()
+        gaps = np.abs(x[0][:, None] - x[0][None]) - radii[:, None] - radii[None]
+        assert (gaps[~np.eye(n, dtype=bool)] > 0).all()  # apart, so each falls on its own
+        for k, release in enumerate(p["release"]):
+            assert np.allclose(y[:release + 1, k], p["y"][k])  # held until its release frame
+            assert y[release + 2, k] > y[release + 1, k] and y[:, k].max() <= FLOOR_Y  # then falls, onto the floor
+        text = caption("balls-drop", p, trace)
+        assert text.endswith("fall and bounce on the floor") and all(text.count(f"{c} ball") == 1 for c in p["colors"])
+
+
+def test_append_adds_clips_of_chosen_families_and_keeps_the_split_readable_throughout(tmp_path):
+    write_split(tmp_path, "train", 3, seed=0, frames=4, size=16, progress=False)
+    before, captions_before = load_split(tmp_path, "train")
+    folder = write_split(tmp_path, "train", 2, seed=0, frames=4, size=16, progress=False, families=("balls-drop",),
+                         append=True)
+    clips, captions = load_split(tmp_path, "train")
+    assert clips.shape == (5, 4, 16, 16, 3) and np.array_equal(clips[:3], before)
+    assert captions[:3] == captions_before and all("fall and bounce" in c for c in captions[3:])
+    meta = json.loads((folder / "meta.json").read_text())
+    assert [m["family"] for m in meta["clips"][3:]] == ["balls-drop"] * 2
+    assert meta["generator"]["num_clips"] == 5 and meta["generator"]["appended"][0]["num_clips"] == 2
+    # the appended clips are those of the indices after the first write's, as one write of five would number them
+    alone = make_clip(3, split="train", seed=0, frames=4, size=16, reserved=reserved_hashes(0),
+                      families=("balls-drop",))
+    assert np.array_equal(clips[3], alone[0])
+    # an append cut off after its captions but before meta.json leaves the split as it was
+    (folder / "captions.json").write_text(json.dumps(captions + ["unfinished"]))
+    assert load_split(tmp_path, "train")[1] == captions
+    with pytest.raises(InputError, match="cannot append"):
+        write_split(tmp_path, "train", 1, seed=0, frames=4, size=32, progress=False, append=True)
+    with pytest.raises(InputError, match="unknown families nope"):
+        write_split(tmp_path, "train", 1, seed=0, frames=4, size=16, progress=False, families=("nope",), append=True)
+    assert load_split(tmp_path, "train")[0].shape[0] == 5
+
+
+def test_cli_append(tmp_path):
+    from magi.cli import main
+
+    args = ["data", "--out", str(tmp_path), "--frames", "3", "--size", "16", "--no-progress"]
+    assert main([*args, "--train", "2", "--dev", "1", "--test", "1"]) == 0
+    assert main([*args, "--train", "2", "--dev", "0", "--test", "0", "--families", "balls-drop", "--append"]) == 0
+    assert load_split(tmp_path, "train")[0].shape[0] == 4 and load_split(tmp_path, "dev")[0].shape[0] == 1
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings["train"] == 2 and settings["appended"][0]["families"] == ["balls-drop"]
+    assert main([*args, "--train", "1", "--families", "balls-drop,nope", "--append"]) == 2
+    assert load_split(tmp_path, "train")[0].shape[0] == 4

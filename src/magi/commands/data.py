@@ -29,12 +29,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--camera-variation", type=float, default=0.0, metavar="P",
                    help="share of the train clips shown with the view moved up or down and another background "
                         "(for i2v from images not framed like the simulator's); dev and test stay as usual")
+    p.add_argument("--families", metavar="NAME[,NAME...]",
+                   help="draw the clips from these scenario families only, equally often (default: the training mix "
+                        "of the Physics-IQ-mini families); e.g. balls-drop, several balls falling at once, which is "
+                        "in no default mix")
+    p.add_argument("--append", action="store_true",
+                   help="add the clips to the splits already in --out (same frames, size and fps) instead of "
+                        "replacing them; a split asked for 0 clips is left as it is")
     p.add_argument("--profile", default="mini", help="Physics-IQ-mini profile: mini (64x64, 24+40) or tiny")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from magi.io.atomic import atomic_write_text
     from magi.physics.dataset import write_split
     from magi.physics.mini import write_physics_iq_mini
     from magi.physics.world import FPS
@@ -50,12 +58,22 @@ def run(args: argparse.Namespace) -> int:
     counts = {"train": args.train, "dev": args.dev, "test": args.test}
     if any(n < 0 for n in counts.values()):
         raise InputError(f"clip counts must be >= 0, got {counts}")
+    families = None if args.families is None else tuple(name.strip() for name in args.families.split(","))
     settings = {"seed": args.seed, "frames": args.frames, "size": args.size, "fps": fps,
                 "workers": args.workers, "camera_variation": args.camera_variation, **counts}
+    if families is not None:
+        settings["families"] = list(families)
     for split, n in counts.items():
+        if args.append and n == 0:
+            continue
         write_split(args.out, split, n, seed=args.seed, frames=args.frames, size=args.size, workers=args.workers,
                     progress=progress, camera_variation=args.camera_variation if split == "train" else 0.0,
-                    fps=fps)
-    (args.out / "settings.json").write_text(json.dumps(settings, indent=2))
-    print(f"wrote {sum(counts.values())} clips to {args.out} in {time.perf_counter() - start:.1f}s")
+                    fps=fps, families=families, append=args.append)
+    path = args.out / "settings.json"
+    if args.append and path.is_file():  # the first write's settings, then every append's
+        first = json.loads(path.read_text())
+        settings = {**first, "appended": [*first.get("appended", []), settings]}
+    atomic_write_text(path, json.dumps(settings, indent=2))
+    done = "appended" if args.append else "wrote"
+    print(f"{done} {sum(counts.values())} clips to {args.out} in {time.perf_counter() - start:.1f}s")
     return 0

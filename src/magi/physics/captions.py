@@ -25,6 +25,9 @@ def caption(family: str, p: dict, trace: Trace) -> str:
     if family == "ball-bounce":
         n = min(bounces.get("ball", 0), 6)
         return f"a {p['color']} ball falls and bounces {times(n)} on the floor"
+    if family == "balls-drop":
+        balls = [f"a {c} ball" for c in p["colors"]]
+        return f"{', '.join(balls[:-1])} and {balls[-1]} fall and bounce on the floor"
     if family == "balls-collide":
         a, b = p["colors"]
         return f"a {a} ball rolls into a {b} ball and they bounce apart"

@@ -51,9 +51,12 @@ def config_hash(family: str, params: dict) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
-def draw_config(rng: np.random.Generator) -> tuple[str, dict, int]:
-    """A random (family, params, view)."""
-    family = FAMILY_NAMES[int(rng.choice(len(FAMILY_NAMES), p=FAMILY_P))]
+def draw_config(rng: np.random.Generator, families: tuple[str, ...] | None = None) -> tuple[str, dict, int]:
+    """A random (family, params, view): a family of the training mix, or one of ``families`` (equally likely)."""
+    if families is None:
+        family = FAMILY_NAMES[int(rng.choice(len(FAMILY_NAMES), p=FAMILY_P))]
+    else:
+        family = families[int(rng.integers(len(families)))]
     params = FAMILIES[family].sample(rng)
     return family, params, int(rng.integers(3))
 
@@ -86,12 +89,15 @@ def random_camera(rng: np.random.Generator) -> Camera:
 
 
 def make_clip(index: int, *, split: str, seed: int, frames: int, size: int, reserved: frozenset[str],
-              camera_variation: float = 0.0, fps: int = FPS) -> tuple[np.ndarray, str, dict]:
+              camera_variation: float = 0.0, fps: int = FPS, families: tuple[str, ...] | None = None
+              ) -> tuple[np.ndarray, str, dict]:
     """Clip ``index`` of a split: (T, size, size, 3) uint8 frames at ``fps``, its caption and its metadata.
     With ``camera_variation`` p, a share p of the clips is shown through a :func:`random_camera`. The scene
-    drawn for an index does not depend on ``fps``: the same clip at 16 fps has twice the frames of the motion."""
+    drawn for an index does not depend on ``fps``: the same clip at 16 fps has twice the frames of the motion.
+    ``families``: draw from these families only (default: the training mix)."""
     for attempt in range(MAX_ATTEMPTS):
-        family, params, view = draw_config(np.random.default_rng([SPLIT_CODES[split], seed, index, attempt]))
+        family, params, view = draw_config(np.random.default_rng([SPLIT_CODES[split], seed, index, attempt]),
+                                           families)
         digest = config_hash(family, params)
         if digest not in reserved:
             break
@@ -109,41 +115,58 @@ def make_clip(index: int, *, split: str, seed: int, frames: int, size: int, rese
 
 
 def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: int = 64, size: int = 64,
-                workers: int = 1, progress: bool = True, camera_variation: float = 0.0, fps: int = FPS) -> Path:
-    """Generate ``num_clips`` clips into ``root/split`` and return that folder (``camera_variation``, ``fps``:
-    see :func:`make_clip`)."""
+                workers: int = 1, progress: bool = True, camera_variation: float = 0.0, fps: int = FPS,
+                families: tuple[str, ...] | None = None, append: bool = False) -> Path:
+    """Generate ``num_clips`` clips into ``root/split`` and return that folder (``camera_variation``, ``fps``,
+    ``families``: see :func:`make_clip`).
+
+    ``append``: add the clips to the split already there (same frames, size and frame rate) instead of
+    replacing it. They are the clips of indices after its last one, in new shards; its meta.json, written last,
+    takes them in only when all are written, so that an interrupted append leaves the split as it was."""
     if split not in SPLIT_CODES:
         raise InputError(f"split must be one of {sorted(SPLIT_CODES)}, got {split!r}")
     if not 0.0 <= camera_variation <= 1.0:
         raise InputError(f"camera variation is a share of the clips, between 0 and 1 (got {camera_variation})")
     if num_clips < 0 or frames < 1 or workers < 1:
         raise InputError(f"need num_clips >= 0, frames >= 1, workers >= 1 (got {num_clips}, {frames}, {workers})")
+    unknown = sorted(set(families or ()) - set(FAMILIES))
+    if families is not None and (unknown or not families):
+        raise InputError(f"unknown families {', '.join(unknown)} (known: {', '.join(FAMILIES)})" if unknown
+                         else "families is empty")
     try:
         check_size(size)
         check_fps(fps)
     except ValueError as error:
         raise InputError(str(error)) from None
     out = Path(root) / split
+    old_meta = _appended_to(out, frames, size, fps) if append else None
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("clips-*.npz"):
-        old.unlink()
+    if old_meta is None:
+        for old in out.glob("clips-*.npz"):
+            old.unlink()
+        old_meta = {"generator": {"num_clips": 0, "num_shards": 0}, "clips": []}
+        old_captions = []
+    else:
+        old_captions = json.loads((out / "captions.json").read_text())
+    first_clip, first_shard = old_meta["generator"]["num_clips"], old_meta["generator"]["num_shards"]
     reserved = reserved_hashes(seed) if split != "test" else frozenset()
     job = partial(make_clip, split=split, seed=seed, frames=frames, size=size, reserved=reserved,
-                  camera_variation=camera_variation, fps=fps)
+                  camera_variation=camera_variation, fps=fps, families=families)
     captions, metas, shard = [], [], []
     num_shards = math.ceil(num_clips / CLIPS_PER_SHARD)
 
     written = []
 
     def flush():
-        with atomic_path(out / f"clips-{len(written):05d}.npz") as tmp:
+        with atomic_path(out / f"clips-{first_shard + len(written):05d}.npz") as tmp:
             np.savez_compressed(tmp, clips=np.stack(shard))
         written.append(len(shard))
         shard.clear()
 
     pool = Pool(workers) if workers > 1 else None
     try:
-        results = pool.imap(job, range(num_clips), chunksize=4) if pool else map(job, range(num_clips))
+        indices = range(first_clip, first_clip + num_clips)
+        results = pool.imap(job, indices, chunksize=4) if pool else map(job, indices)
         if progress:
             from tqdm import tqdm
 
@@ -160,12 +183,33 @@ def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: in
         if pool:
             pool.close()
             pool.join()
-    settings = {"split": split, "num_clips": num_clips, "seed": seed, "frames": frames, "size": size, "fps": fps,
-                "substeps": SUBSTEPS, "clips_per_shard": CLIPS_PER_SHARD, "num_shards": num_shards,
-                "reserved_test_hashes": len(reserved), "camera_variation": camera_variation}
-    atomic_write_text(out / "captions.json", json.dumps(captions, indent=0))
-    atomic_write_text(out / "meta.json", json.dumps({"generator": settings, "clips": metas}))  # last: complete
+    settings = {"split": split, "num_clips": num_clips, "seed": seed, "frames": frames, "size": size,
+                "fps": fps, "substeps": SUBSTEPS, "clips_per_shard": CLIPS_PER_SHARD,
+                "num_shards": num_shards, "reserved_test_hashes": len(reserved),
+                "camera_variation": camera_variation}
+    if families is not None:
+        settings["families"] = list(families)
+    if first_clip:  # the first write's settings with the totals, and what each append added
+        settings = {**old_meta["generator"], "num_clips": first_clip + num_clips,
+                    "num_shards": first_shard + num_shards,
+                    "appended": [*old_meta["generator"].get("appended", []), settings]}
+    atomic_write_text(out / "captions.json", json.dumps(old_captions + captions, indent=0))
+    atomic_write_text(out / "meta.json", json.dumps({"generator": settings, "clips": old_meta["clips"] + metas}))
     return out
+
+
+def _appended_to(folder: Path, frames: int, size: int, fps: int) -> dict | None:
+    """The meta.json of the split that ``write_split(append=True)`` adds to (None: there is none yet), once
+    its clips are known to be like the new ones."""
+    if not (folder / "meta.json").exists():
+        return None
+    meta = _read_meta(folder)
+    have = meta["generator"]
+    theirs = (have["frames"], have["size"], have.get("fps", FPS))
+    if theirs != (frames, size, fps):
+        raise InputError(f"{folder} holds clips of {theirs[0]} frames, {theirs[1]} pixels, {theirs[2]} fps; "
+                         f"cannot append {frames} frames, {size} pixels, {fps} fps")
+    return meta
 
 
 def _unreadable(folder: Path, error: Exception) -> InputError:
@@ -203,7 +247,8 @@ def load_split(root: Path, split: str) -> tuple[np.ndarray, list[str]]:
     folder = Path(root) / split
     meta = _read_meta(folder)
     try:
-        captions = json.loads((folder / "captions.json").read_text())
+        # captions past meta.json's clips are those of an append that did not finish (meta.json is written last)
+        captions = json.loads((folder / "captions.json").read_text())[:len(meta["clips"])]
         settings = meta["generator"]
         shards = [folder / f"clips-{i:05d}.npz" for i in range(settings["num_shards"])]
         parts = []
