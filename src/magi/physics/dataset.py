@@ -129,10 +129,12 @@ def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: in
         raise InputError(f"camera variation is a share of the clips, between 0 and 1 (got {camera_variation})")
     if num_clips < 0 or frames < 1 or workers < 1:
         raise InputError(f"need num_clips >= 0, frames >= 1, workers >= 1 (got {num_clips}, {frames}, {workers})")
-    unknown = sorted(set(families or ()) - set(FAMILIES))
-    if families is not None and (unknown or not families):
-        raise InputError(f"unknown families {', '.join(unknown)} (known: {', '.join(FAMILIES)})" if unknown
-                         else "families is empty")
+    if families is not None:
+        if not families:
+            raise InputError("families is empty")
+        unknown = sorted(set(families) - set(FAMILIES))
+        if unknown:
+            raise InputError(f"unknown families {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
     try:
         check_size(size)
         check_fps(fps)

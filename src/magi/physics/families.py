@@ -523,4 +523,3 @@ assert sum(MINI_COUNTS.values()) == 66
 # families outside it (balls-drop: several objects falling at once, which no benchmark family shows) are drawn
 # only where asked for (``magi data --families``), so that the default data stays what it was.
 TRAIN_WEIGHTS = {name: float(n) for name, n in MINI_COUNTS.items()}
-EXTRA_FAMILIES = tuple(name for name in FAMILIES if name not in MINI_COUNTS)
