@@ -138,26 +138,31 @@ def test_i2v_samples_condition_on_the_still_image_latent():
     torch.testing.assert_close(data[:, :, 0], data[:, :, 1])  # v2v keeps the real frames
 
 
-def test_t2v_samples_draw_only_the_allowed_clips_and_others_any():
+@pytest.mark.parametrize(("t2v_usual", "v2v_usual"), [(True, False), (False, True), (True, True)])
+def test_usual_camera_samples_draw_only_the_usual_clips_and_others_any(t2v_usual, v2v_usual):
     from magi.training.objectives import _dit_batches
 
-    cfg = replace(tiny_cfg(), train=TrainConfig(batch_size=64, clip_chunks=2, prefix_probs=(0.5, 0.25, 0.25)))
+    train = TrainConfig(batch_size=64, clip_chunks=2, prefix_probs=(0.4, 0.3, 0.3), t2v_usual_camera=t2v_usual,
+                        v2v_usual_camera=v2v_usual)
+    cfg = replace(tiny_cfg(), train=train)
     n, F = 6, cfg.dit.chunk_frames
     ids = torch.arange(n, dtype=torch.float32)
     latents = ids[:, None, None, None, None].expand(n, cfg.dit.in_channels, 2 * F, 4, 4).clone()
     contexts, masks = torch.zeros(n, 4, cfg.dit.context_dim), torch.ones(n, 4, dtype=torch.bool)
-    allowed = torch.tensor([True, False, True, False, False, False])
+    usual = torch.tensor([True, False, True, False, False, False])
     dit = DiT(cfg.dit)
     plain = _dit_batches(latents, contexts, masks, cfg)(dit, torch.Generator().manual_seed(0), 0.0)
-    batch = _dit_batches(latents, contexts, masks, cfg, t2v_clips=allowed)(dit, torch.Generator().manual_seed(0), 0.0)
+    batch = _dit_batches(latents, contexts, masks, cfg, usual_clips=usual)(dit, torch.Generator().manual_seed(0), 0.0)
     clip = batch.data[:, 0, -1, 0, 0].long()  # which clip each row came from
-    t2v = batch.t[:, 0] < 1
-    assert torch.equal(batch.t, plain.t) and 0 < t2v.sum() < 64  # the same levels, the same draws before
-    assert allowed[clip[t2v]].all()  # t2v rows only from the allowed clips
-    assert (~allowed[clip[~t2v]]).any()  # i2v and v2v rows from any clip
-    assert torch.equal(batch.data[~t2v], plain.data[~t2v])
-    with pytest.raises(ValueError, match="t2v"):
-        _dit_batches(latents, contexts, masks, cfg, t2v_clips=torch.zeros(n, dtype=torch.bool))
+    t2v, v2v = batch.t[:, 0] < 1, batch.t[:, 1] == 1
+    i2v = ~t2v & ~v2v
+    assert torch.equal(batch.t, plain.t) and t2v.any() and v2v.any() and i2v.any()  # the same levels and draws
+    kept = (t2v if t2v_usual else torch.zeros_like(t2v)) | (v2v if v2v_usual else torch.zeros_like(v2v))
+    assert usual[clip[kept]].all()  # the kept rows only from the usual clips
+    assert (~usual[clip[~kept]]).any()  # the others from any clip
+    assert torch.equal(batch.data[~kept], plain.data[~kept]) and torch.equal(batch.data[i2v], plain.data[i2v])
+    with pytest.raises(ValueError, match="no clip is shown through the usual camera"):
+        _dit_batches(latents, contexts, masks, cfg, usual_clips=torch.zeros(n, dtype=torch.bool))
 
 
 def test_motion_cells_mark_the_latent_cells_a_moving_object_passes():

@@ -119,7 +119,7 @@ class DiTBatch:
 
 
 def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: RunConfig,
-                 stills: Tensor | None = None, motion: Tensor | None = None, t2v_clips: Tensor | None = None
+                 stills: Tensor | None = None, motion: Tensor | None = None, usual_clips: Tensor | None = None
                  ) -> Callable[[DiT, torch.Generator, float], DiTBatch]:
     """Sampler of training windows with AR noise levels (see ``DiTBatch``).
 
@@ -128,7 +128,9 @@ def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: 
     clean latent frame) condition on it instead of the moving frames, as at inference.
     ``motion`` (N, 1, T, h, w) bool (``motion_cells``): with ``train.motion_weight`` > 0 the loss weights
     are 1 + motion_weight where something moves, 1 elsewhere.
-    ``t2v_clips`` (N,) bool: the clips that samples without a clean prefix may use (None: all).
+    ``usual_clips`` (N,) bool: the clips shown through the usual camera, which alone serve the samples without a
+    clean prefix (t2v) with ``train.t2v_usual_camera``, and those with a whole-chunk prefix (v2v) with
+    ``train.v2v_usual_camera`` (None: every clip serves every sample).
     """
     tc, F = cfg.train, cfg.dit.chunk_frames
     available = latents.shape[2] // F
@@ -137,9 +139,9 @@ def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: 
     if tc.motion_weight > 0 and motion is None:
         raise ValueError("train.motion_weight > 0 needs the motion cells of the clips")
     frames = tc.clip_chunks * F
-    t2v_pool = None if t2v_clips is None else t2v_clips.nonzero().flatten()
-    if t2v_pool is not None and len(t2v_pool) == 0:
-        raise ValueError("no clip may serve t2v samples (t2v_clips is all False)")
+    usual_pool = None if usual_clips is None else usual_clips.nonzero().flatten()
+    if usual_pool is not None and len(usual_pool) == 0:
+        raise ValueError("no clip is shown through the usual camera (usual_clips is all False)")
 
     def sample(dit: DiT, g: torch.Generator, caption_dropout: float) -> DiTBatch:
         index = torch.randint(latents.shape[0], (tc.batch_size,), generator=g)
@@ -148,9 +150,14 @@ def _dit_batches(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: 
         t = autoregressive_times(tc.batch_size, tc.clip_chunks, F, logit_std=tc.t_logit_std, shift=tc.t_shift,
                                  prefix_probs=tc.prefix_probs, generator=g, levels=tc.chunk_levels,
                                  t2v_logit_std=tc.t2v_t_logit_std, t2v_shift=tc.t2v_t_shift)
-        if t2v_pool is not None:  # drawn last: without t2v_clips every draw is as it was
-            redrawn = t2v_pool[torch.randint(len(t2v_pool), (tc.batch_size,), generator=g)]
-            index = torch.where(t[:, 0] < 1, redrawn, index)  # rows with no clean prefix
+        if usual_pool is not None:  # drawn last: without usual_clips every draw is as it was
+            redrawn = usual_pool[torch.randint(len(usual_pool), (tc.batch_size,), generator=g)]
+            usual = torch.zeros(tc.batch_size, dtype=torch.bool)
+            if tc.t2v_usual_camera:
+                usual |= t[:, 0] < 1  # rows with no clean prefix
+            if tc.v2v_usual_camera:
+                usual |= t[:, 1] == 1  # rows with more than one clean frame: a whole-chunk prefix
+            index = torch.where(usual, redrawn, index)
         data = torch.stack([latents[i, :, s:s + frames] for i, s in zip(index, start)])  # (B, C, K*F, h, w)
         context, mask = pad_context(contexts[index], context_masks[index], dit.cfg.context_max_length)
         if stills is not None:
@@ -205,10 +212,10 @@ def with_own_context(dit: DiT, b: DiTBatch, g: torch.Generator, share: float, lo
 
 def dit_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg: RunConfig,
                   stills: Tensor | None = None, shard: BatchShard = BatchShard(),
-                  motion: Tensor | None = None, t2v_clips: Tensor | None = None) -> Objective:
+                  motion: Tensor | None = None, usual_clips: Tensor | None = None) -> Objective:
     """latents: (N, C, T, h, w) scaled VAE latents; contexts (N, L, Dc) and masks (N, L) of the captions;
-    ``shard``: this rank's rows of each batch; ``motion``, ``t2v_clips``: see ``_dit_batches``."""
-    batches = _dit_batches(latents, contexts, context_masks, cfg, stills, motion, t2v_clips)
+    ``shard``: this rank's rows of each batch; ``motion``, ``usual_clips``: see ``_dit_batches``."""
+    batches = _dit_batches(latents, contexts, context_masks, cfg, stills, motion, usual_clips)
 
     def objective(dit: DiT, step: int) -> Tensor:
         g = step_generator(cfg.train.seed, step)
@@ -224,7 +231,7 @@ def dit_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, cfg:
 
 def distill_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, teacher: DiT,
                       cfg: RunConfig, stills: Tensor | None = None, shard: BatchShard = BatchShard(),
-                      motion: Tensor | None = None, t2v_clips: Tensor | None = None) -> Objective:
+                      motion: Tensor | None = None, usual_clips: Tensor | None = None) -> Objective:
     """Shortcut + guidance distillation of ``teacher`` into a step-conditioned student.
 
     Training step i uses n = train.shortcut_steps[i % len] steps. At the finest n the student matches the
@@ -233,7 +240,7 @@ def distill_objective(latents: Tensor, contexts: Tensor, context_masks: Tensor, 
     of the sampler's shifted schedule, so training sees exactly the (t, d) pairs the sampler will use.
     """
     tc, sampler = cfg.train, cfg.sampler
-    batches = _dit_batches(latents, contexts, context_masks, cfg, stills, motion, t2v_clips)
+    batches = _dit_batches(latents, contexts, context_masks, cfg, stills, motion, usual_clips)
     finest = max(tc.shortcut_steps)
     teacher.eval().requires_grad_(False)
 

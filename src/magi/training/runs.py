@@ -66,11 +66,13 @@ def check_frame_rate(cfg: RunConfig, data: Path) -> None:
                          f"{cfg.video.fps})")
 
 
-def t2v_clips(cfg: RunConfig, data: Path) -> Tensor | None:
-    """The train clips that t2v samples may draw (``train.t2v_usual_camera``), or None for all."""
+def usual_clips(cfg: RunConfig, data: Path) -> Tensor | None:
+    """The train clips shown through the usual camera, where ``train.t2v_usual_camera`` or ``v2v_usual_camera``
+    keeps some samples to them; None otherwise (every clip serves every sample)."""
     from magi.physics.dataset import usual_camera
 
-    return torch.from_numpy(usual_camera(Path(data), "train")) if cfg.train.t2v_usual_camera else None
+    keep = cfg.train.t2v_usual_camera or cfg.train.v2v_usual_camera
+    return torch.from_numpy(usual_camera(Path(data), "train")) if keep else None
 
 
 @torch.no_grad()
@@ -274,7 +276,7 @@ def train_dit(cfg: RunConfig, data: Path, vae_run: Path, run_dir: Path, *, progr
 
     torch.manual_seed(cfg.train.seed)
     objective = dit_objective(cache.latents, contexts, masks, cfg, cache.stills, parallel.shard, cache.motion,
-                              t2v_clips(cfg, data))
+                              usual_clips(cfg, data))
     dit = DiT(cfg.dit)
     if init is not None and find_checkpoint(run_dir) is None:
         load_weights(dit, init / "dit.safetensors")  # a warm start: the same architecture, strictly
@@ -425,7 +427,7 @@ def distill_dit(teacher_dir: Path, data: Path, run_dir: Path, train_cfg, *, prog
     if find_checkpoint(run_dir) is None:
         init_student_from_teacher(student, teacher_state, str(teacher_dir / "dit.safetensors"))
     objective = distill_objective(cache.latents, contexts, masks, teacher, cfg, cache.stills, parallel.shard,
-                                  cache.motion, t2v_clips(cfg, data))
+                                  cache.motion, usual_clips(cfg, data))
     train(student, objective, cfg, run_dir, progress=progress, parallel=parallel)
     if not parallel.is_main:
         return run_dir / "export"
