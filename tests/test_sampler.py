@@ -6,7 +6,7 @@ from torch import nn
 
 from conftest import randomize_
 from magi.models.dit import DiT
-from magi.sampling.sampler import Prefix, generate, seed_generators
+from magi.sampling.sampler import Prefix, generate
 from magi.sampling.solvers import euler_step, stochastic_step
 
 
@@ -152,59 +152,3 @@ def test_a_sequence_of_seeds_gives_each_video_its_own(model, dit_cfg, sampler_cf
     with pytest.raises(ValueError, match="1 seeds for 2 videos"):
         generate(model, sampler_cfg, ctx, mask, seed=[5], **kw)
 
-
-class StillModel(nn.Module):
-    """Velocity 0 everywhere (the Euler steps leave x as it starts), recording each forward's noise levels."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.cfg, self.times = cfg, []
-        self.dummy = nn.Parameter(torch.zeros(1))
-
-    def unconditional_context(self, batch, length=1):
-        return torch.zeros(batch, length, self.cfg.context_dim), torch.ones(batch, length, dtype=torch.bool)
-
-    def text_kv(self, context, context_mask):
-        return None
-
-    def forward(self, latents, t, context, context_mask=None, kv_cache=None, text_kv=None, **_):
-        self.times.append(t[0].clone())
-        return torch.zeros_like(latents)
-
-
-@pytest.mark.parametrize("prefix_frames", [1, 4])  # an image (the opening of chunk 0), two whole chunks (v2v)
-def test_anchor_starts_the_first_chunk_from_the_last_prefix_frame(dit_cfg, sampler_cfg, prefix_frames):
-    anchor_t, F, shape = 0.25, dit_cfg.chunk_frames, (dit_cfg.in_channels, 8, 8)
-    cfg = replace(sampler_cfg, guidance="none", window_size=1, anchor_t=anchor_t)
-    ctx, mask = context(dit_cfg)
-    g = torch.Generator().manual_seed(3)
-    prefix = Prefix(torch.randn(2, dit_cfg.in_channels, prefix_frames, 8, 8, generator=g))
-    still = StillModel(dit_cfg)
-    out = generate(still, cfg, ctx, mask, num_chunks=2, latent_shape=shape, prefix=prefix, seed=[4, 9])
-    streams = seed_generators([4, 9], 2)
-    noise = [torch.stack([torch.randn(shape[0], F, *shape[1:], generator=g) for g in streams])
-             for _ in range(2)]  # each video's noise of chunk 0, then of chunk 1
-    last = prefix.latents[:, :, -1:]
-    expected0 = anchor_t * last + (1 - anchor_t) * noise[0]
-    opening = prefix_frames % F
-    expected0[:, :, :opening] = prefix.latents[:, :, prefix_frames - opening:]
-    torch.testing.assert_close(out[:, :, :F], expected0)  # x_t = t * last frame + (1 - t) * noise, unmoved
-    torch.testing.assert_close(out[:, :, F:], noise[1])  # later chunks start from pure noise
-    noisy = [t[-F:].min().item() for t in still.times if t[-F:].min() < 1]  # the chunk in flight, per step
-    assert len(noisy) == 2 * cfg.steps
-    assert noisy[0] == pytest.approx(anchor_t) and min(noisy[:cfg.steps]) == pytest.approx(anchor_t)
-    assert noisy[cfg.steps] == 0.0  # chunk 1 starts from pure noise
-    plain = generate(still, replace(cfg, anchor_t=0.0), ctx, mask, num_chunks=2, latent_shape=shape, prefix=prefix,
-                     seed=[4, 9])
-    torch.testing.assert_close(plain[:, :, F:], out[:, :, F:])
-    assert not torch.allclose(plain[:, :, :F], out[:, :, :F])
-
-
-@pytest.mark.parametrize("stochasticity", [0.0, 1.0])
-def test_anchored_cached_equals_recompute(model, dit_cfg, sampler_cfg, stochasticity):
-    cfg = replace(sampler_cfg, anchor_t=0.2, stochasticity=stochasticity)
-    ctx, mask = context(dit_cfg)
-    prefix = Prefix(torch.randn(2, dit_cfg.in_channels, 1, 8, 8, generator=torch.Generator().manual_seed(3)))
-    kw = dict(num_chunks=3, latent_shape=(dit_cfg.in_channels, 8, 8), prefix=prefix, seed=5)
-    torch.testing.assert_close(generate(model, cfg, ctx, mask, **kw), generate(model, cfg, ctx, mask,
-                               use_kv_cache=False, **kw), atol=1e-5, rtol=1e-5)

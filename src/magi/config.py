@@ -189,10 +189,6 @@ class SamplerConfig:
     # How t2v starts: "noise" (the first chunk from noise, as MAGI-1) or "image" (the run's image model draws
     # the first frame from the text, then the video continues it as i2v; RunConfig.image)
     t2v_start: Literal["noise", "image"] = "noise"
-    # The first generated chunk after a prefix (the image of i2v, the video of v2v) starts at this noise level
-    # from the prefix's last latent frame held still (SDEdit), its steps spread over [anchor_t, 1]; 0 starts
-    # it from pure noise, as MAGI-1 does. Anchors the layout and the objects of the image.
-    anchor_t: float = 0.0
     kv_offload: bool = False  # the KV cache in host memory, each layer's visible part copied in as it runs
     noise2clean_kvrange: tuple[int, ...] = (5, 4, 3, 2)  # chunks a chunk in flight sees, per denoising stage
     clean_chunk_kvrange: int = 1  # chunks a clean chunk fed to the cache sees (itself)
@@ -220,9 +216,6 @@ class SamplerConfig:
         _require("DURATION" not in self.negative_special_tokens, "DURATION is not a negative special token")
         _require(self.procedure in ("native", "magi1"), f"sampler.procedure={self.procedure!r} is not native|magi1")
         _require(self.t2v_start in ("noise", "image"), f"sampler.t2v_start={self.t2v_start!r} is not noise|image")
-        _require(0.0 <= self.anchor_t < 1.0, f"sampler.anchor_t={self.anchor_t} is not in [0, 1)")
-        _require(self.procedure == "native" or self.anchor_t == 0.0,
-                 "sampler.anchor_t runs in the native procedure (the official starts every chunk from noise)")
         _require(self.procedure == "native" or self.t2v_start == "noise",
                  "sampler.t2v_start=image runs in the native procedure (the official has no image model)")
         if self.procedure == "magi1":

@@ -144,10 +144,6 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
     grid, generators = time_grid(cfg.steps, cfg.shift), seed_generators(seed, B)
     prefix_chunks, opening = prefix.split(F) if prefix is not None else ([], torch.zeros(B, C, 0, H, W))
     prefix_chunks, opening, num_open = [c.to(device) for c in prefix_chunks], opening.to(device), opening.shape[2]
-    anchor = None  # (B, C, 1, H, W): the prefix's last latent frame, which the first chunk starts from
-    if prefix is not None and cfg.anchor_t > 0:
-        anchor = prefix.latents[:, :, -1:].to(device)
-    grids = {0: cfg.anchor_t + (1 - cfg.anchor_t) * grid} if anchor is not None else {}  # chunk -> its own grid
     texts = TextRows(dit, cfg, context.to(device), context_mask.to(device), num_chunks, negative, dtype)
     cache = ChunkKVCache(dit.cfg.depth, cfg.context_chunks, offload=cfg.kv_offload) if use_kv_cache else None
     guided, batched_uncond = cfg.guidance != "none", cfg.guidance == "text_and_prefix" and cache is not None
@@ -182,12 +178,10 @@ def iter_generate(dit: DiT, cfg: SamplerConfig, context: Tensor, context_mask: T
         for c in step.chunks:
             if c not in state:
                 state[c] = per_sample_noise((C, F, H, W), generators, device)
-                if c in grids:  # x_t = t x_1 + (1 - t) x_0, with the prefix's last frame held still as x_1
-                    state[c] = cfg.anchor_t * anchor + (1 - cfg.anchor_t) * state[c]
                 if c == 0 and num_open:
                     state[c][:, :, :num_open] = opening
         x = torch.cat([state[c] for c in step.chunks], dim=2)  # (B, C, K * F, H, W)
-        t, dt = step_times([grids.get(c, grid) for c in step.chunks], step.levels, B, F, device)  # (B, K * F) each
+        t, dt = step_times(grid, step.levels, B, F, device)  # (B, K * F) each
         if step.chunks[0] == 0 and num_open:
             t[:, :num_open], dt[:, :num_open] = 1.0, 0.0
         lead = [history.pop(0) for _ in step.admit] if cache is not None else history  # clean, fed first
@@ -234,11 +228,10 @@ def seed_generators(seed: int | Sequence[int], batch: int) -> list[torch.Generat
     return [torch.Generator().manual_seed(s) for s in seed_list(seed, batch)]
 
 
-def step_times(grids: Sequence[Tensor], levels: Sequence[int], B: int, F: int,
-               device: torch.device) -> tuple[Tensor, Tensor]:
-    """Each latent frame's noise level and step, (B, K * F) each, for K chunks at ``levels`` of their grids."""
-    t = torch.cat([grid[k].float().expand(B, F) for grid, k in zip(grids, levels)], dim=1)
-    dt = torch.cat([(grid[k + 1] - grid[k]).float().expand(B, F) for grid, k in zip(grids, levels)], dim=1)
+def step_times(grid: Tensor, levels: Sequence[int], B: int, F: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Each latent frame's noise level and step, (B, K * F) each, for chunks at grid ``levels``."""
+    t = torch.cat([grid[k].float().expand(B, F) for k in levels], dim=1)
+    dt = torch.cat([(grid[k + 1] - grid[k]).float().expand(B, F) for k in levels], dim=1)
     return t.to(device), dt.to(device)
 
 
