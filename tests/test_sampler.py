@@ -151,4 +151,3 @@ def test_a_sequence_of_seeds_gives_each_video_its_own(model, dit_cfg, sampler_cf
         torch.testing.assert_close(both[i:i + 1], alone, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="1 seeds for 2 videos"):
         generate(model, sampler_cfg, ctx, mask, seed=[5], **kw)
-

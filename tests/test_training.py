@@ -157,7 +157,7 @@ def test_usual_camera_samples_draw_only_the_usual_clips_and_others_any(t2v_usual
     t2v, v2v = batch.t[:, 0] < 1, batch.t[:, 1] == 1
     i2v = ~t2v & ~v2v
     assert torch.equal(batch.t, plain.t) and t2v.any() and v2v.any() and i2v.any()  # the same levels and draws
-    kept = (t2v if t2v_usual else torch.zeros_like(t2v)) | (v2v if v2v_usual else torch.zeros_like(v2v))
+    kept = (t2v & t2v_usual) | (v2v & v2v_usual)  # the rows the switches keep to the usual clips
     assert usual[clip[kept]].all()  # the kept rows only from the usual clips
     assert (~usual[clip[~kept]]).any()  # the others from any clip
     assert torch.equal(batch.data[~kept], plain.data[~kept]) and torch.equal(batch.data[i2v], plain.data[i2v])
