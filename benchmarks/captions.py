@@ -1,7 +1,7 @@
 """Does a t2v video show what its caption asks for? Objects tracked by colour against the caption.
 
     python benchmarks/captions.py [--checkpoint builtin:physics-64] [--seeds 0,1,2,3] [--frames N]
-        [--set key=value ...] [--no-i2v]
+        [--set key=value ...] [--no-i2v | --no-t2v]
 
 For each caption (the README's main command, and captions the model was not trained on: other colours,
 counts and wordings) and each seed, a t2v video is generated and parsed: per frame, the blobs of each named
@@ -170,7 +170,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, help="frames of each t2v video (default: the model's video.num_frames)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--no-i2v", action="store_true", help="the t2v captions only")
+    parser.add_argument("--no-t2v", action="store_true", help="the drawn i2v scenes only")
     args = parser.parse_args()
+    if args.no_i2v and args.no_t2v:
+        parser.error("--no-i2v and --no-t2v leave nothing to measure")
 
     from magi.api import Magi
 
@@ -179,6 +182,14 @@ def main() -> None:
     frames_t2v = args.frames or magi.cfg.video.num_frames
     print(f"# {magi.cfg.name} ({args.checkpoint}), t2v, {frames_t2v} frames at {magi.fps} fps, seeds {args.seeds}")
     print()
+    if not args.no_t2v:
+        text_to_video(magi, seeds, frames_t2v)
+    if not args.no_i2v:
+        drawn_scenes(magi, seeds)
+
+
+def text_to_video(magi, seeds: list[int], frames_t2v: int) -> None:
+    """The captions' t2v table and the mean count accuracy."""
     if magi.pipe.image is not None:
         first_frames(magi, seeds)
     print("| caption | count accuracy | first chunk | colour present | falls (seeds) | starts at (height) "
@@ -204,8 +215,10 @@ def main() -> None:
               f"{np.mean(mean):.2f} |", flush=True)
     print()
     print(f"mean count accuracy: {share(np.mean(accuracies, axis=0))} (bar: >= 80%)")  # per seed, over captions
-    if args.no_i2v:
-        return
+
+
+def drawn_scenes(magi, seeds: list[int]) -> None:
+    """i2v from the drawn scenes: the share of frames that keep every object exactly once, per scene and in all."""
     print()
     print("| i2v scene (drawn) | image | every object exactly once (frames) | per object | every object falls |")
     print("|---|---:|---:|---|---:|")

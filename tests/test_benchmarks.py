@@ -55,3 +55,5 @@ def test_benchmark_runs(script, tmp_path):
     assert "|---" in done.stdout or "---|" in done.stdout, done.stdout[-2000:]
     if script == "first_chunk.py":  # all four parts ran
         assert "the clip handed over below t" in done.stdout, done.stdout[-2000:]
+    if script == "captions.py":  # both halves ran: t2v from the captions and i2v from the drawn scenes
+        assert "mean count accuracy" in done.stdout and "i2v objects kept" in done.stdout, done.stdout[-2000:]
