@@ -165,8 +165,6 @@ def test_cli(tmp_path):
     assert main(["data", "--out", str(tmp_path), "--train", "1", "--size", "5", "--no-progress"]) == 2
     assert main(["data", "--physics-iq-mini", str(tmp_path / "m"), "--profile", "huge", "--no-progress"]) == 2
     assert main(["data", "--physics-iq-mini", str(tmp_path / "m"), "--fps", "3", "--no-progress"]) == 2
-    assert main(["data", "--out", str(tmp_path / "c"), "--train", "1", "--camera-colours", "--no-progress"]) == 2
-    assert not (tmp_path / "c").exists()
     assert not (tmp_path / "m" / "physics_iq_mini.json").exists()
     assert main(["data", "--out", str(tmp_path / "f"), "--train", "1", "--dev", "0", "--test", "0", "--frames", "3",
                  "--size", "16", "--fps", "16", "--no-progress"]) == 0
@@ -205,39 +203,6 @@ def test_camera_variation_changes_train_clips_only_and_keeps_the_rest_byte_ident
     assert usual_camera(tmp_path / "b", "train").tolist() == [i not in moved for i in range(12)]
     with pytest.raises(InputError, match="camera variation"):
         write_split(tmp_path / "c", "train", 1, seed=0, frames=4, size=32, camera_variation=1.5)
-
-
-def test_camera_colours_recolour_the_floor_and_background_and_keep_the_view():
-    from magi.physics.dataset import CAMERA_DARK, CAMERA_FLOOR, random_camera
-    from magi.physics.render import Camera
-    from magi.physics.world import FLOOR_COLOR, FLOOR_Y, VIEW_SIZE, luminance
-
-    trace = simulate(FAMILIES["ball-bounce"].build(FAMILIES["ball-bounce"].sample(np.random.default_rng(0))), 4)
-    size, floor_row = 64, round(FLOOR_Y * 64 / VIEW_SIZE)
-    recoloured = render_views(trace, size, (1,), Camera(dy=8.0, background=(20, 60, 90), floor=(130, 90, 60)))[0]
-    plain = render_views(trace, size, (1,), Camera(dy=8.0, background=(20, 60, 90)))[0]
-    moved_row = round((FLOOR_Y - 8.0) * size / VIEW_SIZE)
-    assert (recoloured[:, moved_row + 1:] == (130, 90, 60)).all() and (plain[:, moved_row + 1:] == FLOOR_COLOR).all()
-    assert floor_row > moved_row and np.array_equal(recoloured[:, :moved_row - 1], plain[:, :moved_row - 1])
-    for seed in range(32):  # the view is the one drawn without colours; the colours stay in their ranges
-        usual, coloured = (random_camera(np.random.default_rng(seed), colours) for colours in (False, True))
-        assert coloured.dy == usual.dy and usual.floor == FLOOR_COLOR
-        assert luminance(coloured.background) <= CAMERA_DARK + 1
-        assert CAMERA_FLOOR[0] - 1 <= luminance(coloured.floor) <= CAMERA_FLOOR[1] + 1 or max(coloured.floor) == 255
-
-
-def test_camera_colours_leave_the_usual_clips_and_the_views_as_they_were(tmp_path):
-    varied = write_split(tmp_path / "a", "train", 12, seed=0, frames=4, size=32, camera_variation=0.5)
-    coloured = write_split(tmp_path / "b", "train", 12, seed=0, frames=4, size=32, camera_variation=0.5,
-                           camera_colours=True)
-    (a, captions_a), (b, captions_b) = load_split(tmp_path / "a", "train"), load_split(tmp_path / "b", "train")
-    metas_a, metas_b = (json.loads((d / "meta.json").read_text())["clips"] for d in (varied, coloured))
-    moved = [i for i, m in enumerate(metas_b) if "camera" in m]
-    assert captions_a == captions_b and moved == [i for i, m in enumerate(metas_a) if "camera" in m]
-    assert all(np.array_equal(a[i], b[i]) != (i in moved) for i in range(12))
-    assert all(metas_b[i]["camera"]["dy"] == metas_a[i]["camera"]["dy"] and "floor" in metas_b[i]["camera"]
-               for i in moved)
-    assert json.loads((coloured / "meta.json").read_text())["generator"]["camera_colours"] is True
 
 
 def test_balls_drop_holds_several_balls_apart_then_lets_each_fall():

@@ -29,9 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--camera-variation", type=float, default=0.0, metavar="P",
                    help="share of the train clips shown with the view moved up or down and another background "
                         "(for i2v from images not framed like the simulator's); dev and test stay as usual")
-    p.add_argument("--camera-colours", action="store_true",
-                   help="with --camera-variation: those clips also get a background of any dark hue and a floor "
-                        "of any hue (for i2v from drawn or photographed rooms); the view drawn for each is the same")
     p.add_argument("--families", metavar="NAME[,NAME...]",
                    help="draw the clips from these scenario families only, equally often (default: the training mix "
                         "of the Physics-IQ-mini families); e.g. balls-drop, several balls falling at once, which is "
@@ -61,13 +58,9 @@ def run(args: argparse.Namespace) -> int:
     counts = {"train": args.train, "dev": args.dev, "test": args.test}
     if any(n < 0 for n in counts.values()):
         raise InputError(f"clip counts must be >= 0, got {counts}")
-    if args.camera_colours and args.camera_variation == 0:
-        raise InputError("--camera-colours colours the clips of --camera-variation: give a share above 0")
     families = None if args.families is None else tuple(name.strip() for name in args.families.split(","))
     settings = {"seed": args.seed, "frames": args.frames, "size": args.size, "fps": fps,
                 "workers": args.workers, "camera_variation": args.camera_variation, **counts}
-    if args.camera_colours:
-        settings["camera_colours"] = True
     if families is not None:
         settings["families"] = list(families)
     for split, n in counts.items():
@@ -75,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         write_split(args.out, split, n, seed=args.seed, frames=args.frames, size=args.size, workers=args.workers,
                     progress=progress, camera_variation=args.camera_variation if split == "train" else 0.0,
-                    fps=fps, families=families, append=args.append, camera_colours=args.camera_colours)
+                    fps=fps, families=families, append=args.append)
     path = args.out / "settings.json"
     if args.append and path.is_file():  # the first write's settings, then every append's
         first = json.loads(path.read_text())

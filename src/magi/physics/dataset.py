@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import zipfile
-from dataclasses import replace
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
@@ -24,7 +23,7 @@ from magi.io.atomic import atomic_path, atomic_write_text
 from magi.physics.captions import caption
 from magi.physics.families import FAMILIES, MINI_COUNTS, TRAIN_WEIGHTS
 from magi.physics.render import Camera, check_size, render_views
-from magi.physics.world import FPS, SUBSTEPS, check_fps, luminance, simulate
+from magi.physics.world import FPS, SUBSTEPS, check_fps, simulate
 
 SPLIT_CODES = {"train": 1, "dev": 2, "test": 3}
 MINI_CODE = 4
@@ -34,9 +33,6 @@ MAX_ATTEMPTS = 64
 CAMERA_CODE = 7  # the extra seed word of a clip's camera draws: clips shown as usual stay byte-identical
 CAMERA_DY = (-16.0, 40.0)  # world units the view moves down: the floor from 0.94 to 0.72 of the frame height
 CAMERA_GREY, CAMERA_TINT = (22, 62), 6  # background grey levels (objects are >= 100) and per-channel tint
-# with colours: a background of any hue, each channel in CAMERA_CHANNEL and dimmed to a luminance of at most
-# CAMERA_DARK (objects stay >= 30 levels brighter), and a floor of any hue at a luminance in CAMERA_FLOOR
-CAMERA_CHANNEL, CAMERA_DARK, CAMERA_FLOOR = (10, 120), 70.0, (70.0, 160.0)
 FAMILY_NAMES = tuple(TRAIN_WEIGHTS)
 FAMILY_P = np.array([TRAIN_WEIGHTS[n] for n in FAMILY_NAMES]) / sum(TRAIN_WEIGHTS.values())
 
@@ -84,32 +80,19 @@ def reserved_hashes(seed: int) -> frozenset[str]:
     return frozenset(hashes)
 
 
-def random_camera(rng: np.random.Generator, colours: bool = False) -> Camera:
+def random_camera(rng: np.random.Generator) -> Camera:
     """A view moved up or down and another background, so that a model also follows frames that are not framed
-    like the simulator's (i2v from drawn or photographed scenes). ``colours``: also a background of any dark hue
-    and a floor of any hue, drawn after the view (which is the one drawn without them)."""
+    like the simulator's (i2v from drawn or photographed scenes)."""
     grey = int(rng.integers(*CAMERA_GREY))
     tint = rng.integers(-CAMERA_TINT, CAMERA_TINT + 1, 3)
-    camera = Camera(dy=round(float(rng.uniform(*CAMERA_DY)), 2), background=tuple(int(grey + t) for t in tint))
-    if not colours:
-        return camera
-    background = rng.uniform(*CAMERA_CHANNEL, 3)
-    background *= min(1.0, CAMERA_DARK / luminance(background))
-    floor = rng.uniform(*CAMERA_CHANNEL, 3) + 50.0
-    floor *= rng.uniform(*CAMERA_FLOOR) / luminance(floor)
-    return replace(camera, background=_rgb(background), floor=_rgb(floor))
-
-
-def _rgb(colour: np.ndarray) -> tuple[int, int, int]:
-    return tuple(int(c) for c in np.clip(np.round(colour), 0, 255))
+    return Camera(dy=round(float(rng.uniform(*CAMERA_DY)), 2), background=tuple(int(grey + t) for t in tint))
 
 
 def make_clip(index: int, *, split: str, seed: int, frames: int, size: int, reserved: frozenset[str],
-              camera_variation: float = 0.0, fps: int = FPS, families: tuple[str, ...] | None = None,
-              camera_colours: bool = False) -> tuple[np.ndarray, str, dict]:
+              camera_variation: float = 0.0, fps: int = FPS, families: tuple[str, ...] | None = None
+              ) -> tuple[np.ndarray, str, dict]:
     """Clip ``index`` of a split: (T, size, size, 3) uint8 frames at ``fps``, its caption and its metadata.
-    With ``camera_variation`` p, a share p of the clips is shown through a :func:`random_camera` (with
-    ``camera_colours``, of any background and floor colour). The scene
+    With ``camera_variation`` p, a share p of the clips is shown through a :func:`random_camera`. The scene
     drawn for an index does not depend on ``fps``: the same clip at 16 fps has twice the frames of the motion.
     ``families``: draw from these families only (default: the training mix)."""
     for attempt in range(MAX_ATTEMPTS):
@@ -122,22 +105,20 @@ def make_clip(index: int, *, split: str, seed: int, frames: int, size: int, rese
         raise RuntimeError(f"clip {index}: every draw collided with a test configuration")
     trace = simulate(FAMILIES[family].build(params), frames, fps=fps)
     camera_rng = np.random.default_rng([SPLIT_CODES[split], seed, index, attempt, CAMERA_CODE])
-    camera = random_camera(camera_rng, camera_colours) if camera_rng.random() < camera_variation else Camera()
+    camera = random_camera(camera_rng) if camera_rng.random() < camera_variation else Camera()
     clip = render_views(trace, size, (view,), camera)[0]
     meta = {"family": family, "category": FAMILIES[family].category, "view": view, "params": params,
             "hash": digest, "attempt": attempt}
     if camera != Camera():
         meta["camera"] = {"dy": camera.dy, "background": list(camera.background)}
-        if camera.floor != Camera().floor:
-            meta["camera"]["floor"] = list(camera.floor)
     return clip, caption(family, params, trace), meta
 
 
 def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: int = 64, size: int = 64,
                 workers: int = 1, progress: bool = True, camera_variation: float = 0.0, fps: int = FPS,
-                families: tuple[str, ...] | None = None, append: bool = False, camera_colours: bool = False) -> Path:
-    """Generate ``num_clips`` clips into ``root/split`` and return that folder (``camera_variation``,
-    ``camera_colours``, ``fps``, ``families``: see :func:`make_clip`).
+                families: tuple[str, ...] | None = None, append: bool = False) -> Path:
+    """Generate ``num_clips`` clips into ``root/split`` and return that folder (``camera_variation``, ``fps``,
+    ``families``: see :func:`make_clip`).
 
     ``append``: add the clips to the split already there (same frames, size and frame rate) instead of
     replacing it. They are the clips of indices after its last one, in new shards; its meta.json, written last,
@@ -172,7 +153,7 @@ def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: in
     first_clip, first_shard = old_meta["generator"]["num_clips"], old_meta["generator"]["num_shards"]
     reserved = reserved_hashes(seed) if split != "test" else frozenset()
     job = partial(make_clip, split=split, seed=seed, frames=frames, size=size, reserved=reserved,
-                  camera_variation=camera_variation, fps=fps, families=families, camera_colours=camera_colours)
+                  camera_variation=camera_variation, fps=fps, families=families)
     captions, metas, shard = [], [], []
     num_shards = math.ceil(num_clips / CLIPS_PER_SHARD)
 
@@ -208,8 +189,6 @@ def write_split(root: Path, split: str, num_clips: int, *, seed: int, frames: in
                 "fps": fps, "substeps": SUBSTEPS, "clips_per_shard": CLIPS_PER_SHARD,
                 "num_shards": num_shards, "reserved_test_hashes": len(reserved),
                 "camera_variation": camera_variation}
-    if camera_colours:
-        settings["camera_colours"] = True
     if families is not None:
         settings["families"] = list(families)
     if first_clip:  # the first write's settings with the totals, and what each append added

@@ -32,12 +32,10 @@ COLD, HOT = np.array((80, 110, 230), np.float64), np.array((255, 225, 70), np.fl
 @dataclass(frozen=True)
 class Camera:
     """How a clip is shown: the view moved down by ``dy`` world units (positive: the floor sits higher in the
-    frame, negative: lower, with more room above), the background colour and the floor's colour (whatever the
-    scene paints in ``FLOOR_COLOR``). The physics is the same."""
+    frame, negative: lower, with more room above) and the background colour. The physics is the same."""
 
     dy: float = 0.0
     background: tuple[int, int, int] = BACKGROUND
-    floor: tuple[int, int, int] = FLOOR_COLOR
 
 
 def check_size(size: int) -> None:
@@ -73,11 +71,10 @@ def draw_world(trace: Trace, frame: int, scale: float, camera: Camera = Camera()
         return [(float(x) * scale, (float(y) - camera.dy) * scale) for x, y in seq]
 
     if camera.dy > 0:  # the floor goes on below the world's bottom edge
-        draw.rectangle(pts([(0, FLOOR_Y), (WORLD_W, WORLD_H + camera.dy)]), fill=camera.floor)
+        draw.rectangle(pts([(0, FLOOR_Y), (WORLD_W, WORLD_H + camera.dy)]), fill=FLOOR_COLOR)
     for item in trace.static:
         if item[0] == "poly":
-            rgb = tuple(item[2])
-            draw.polygon(pts(item[1]), fill=camera.floor if rgb == FLOOR_COLOR else rgb)
+            draw.polygon(pts(item[1]), fill=tuple(item[2]))
     extras = trace.extras[frame]
     states = trace.states[frame]
     if "heat" in extras:
