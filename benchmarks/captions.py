@@ -131,12 +131,12 @@ def falls_text(fell: int, seeds: list[int], should_fall: bool) -> str:
     return f"{fell}/{len(seeds)}" + ("" if should_fall else " (should not)")
 
 
-def share(per_seed) -> str:
-    """Mean of per-seed shares, with its standard error over the seeds: '52% ± 6'."""
+def share(per_seed, digits: int = 0) -> str:
+    """Mean of per-seed shares, with its standard error over the seeds: '52% ± 6' (``digits`` after the point)."""
     values = np.asarray(per_seed, dtype=float)
     if len(values) < 2:
-        return f"{values.mean():.0%}"
-    return f"{values.mean():.0%} ± {100 * values.std(ddof=1) / np.sqrt(len(values)):.0f}"
+        return f"{values.mean():.{digits}%}"
+    return f"{values.mean():.{digits}%} ± {100 * values.std(ddof=1) / np.sqrt(len(values)):.{digits}f}"
 
 
 def first_frames(magi, seeds: list[int]) -> None:
@@ -214,7 +214,7 @@ def text_to_video(magi, seeds: list[int], frames_t2v: int) -> None:
         print(f"| {caption} | {share(right)} | {share(first)} | {np.mean(present):.0%} | {fall_text} | {start_text} | "
               f"{np.mean(mean):.2f} |", flush=True)
     print()
-    print(f"mean count accuracy: {share(np.mean(accuracies, axis=0))} (bar: >= 80%)")  # per seed, over captions
+    print(f"mean count accuracy: {share(np.mean(accuracies, axis=0), 1)} (bar: >= 80%)")  # per seed, over captions
 
 
 def drawn_scenes(magi, seeds: list[int]) -> None:
@@ -242,7 +242,7 @@ def drawn_scenes(magi, seeds: list[int]) -> None:
         print(f"| {caption} | {size[0]}x{size[1]} | {share(whole)} | {detail} | {fall_text} |", flush=True)
     print()
     kept = np.asarray(kept)  # (scenes, seeds)
-    print(f"i2v objects kept: {share(kept.mean(axis=0))} of frames (bar: >= 80%); scenes with the simulator's "
+    print(f"i2v objects kept: {share(kept.mean(axis=0), 1)} of frames (bar: >= 80%); scenes with the simulator's "
           f"floor {kept[:UNLIKE_TRAINING].mean():.0%}, unlike any training clip {kept[UNLIKE_TRAINING:].mean():.0%}; "
           f"in the scenes that say so, every object falls in {fell} of {falling} videos")
 
