@@ -180,7 +180,9 @@ def main() -> None:
     magi = Magi.load(args.checkpoint, device="cpu", overrides=args.set)
     seeds = [int(s) for s in args.seeds.split(",")]
     frames_t2v = args.frames or magi.cfg.video.num_frames
-    print(f"# {magi.cfg.name} ({args.checkpoint}), t2v, {frames_t2v} frames at {magi.fps} fps, seeds {args.seeds}")
+    parts = ([] if args.no_t2v else [f"t2v {frames_t2v} frames"]) + ([] if args.no_i2v else
+                                                                      [f"i2v {4 * magi.frames_per_chunk} frames"])
+    print(f"# {magi.cfg.name} ({args.checkpoint}), {', '.join(parts)} at {magi.fps} fps, seeds {args.seeds}")
     print()
     if not args.no_t2v:
         text_to_video(magi, seeds, frames_t2v)
