@@ -42,6 +42,7 @@ from magi.physics.world import PALETTE
 
 MIN_BLOB = 4  # pixels: smaller specks of a colour are noise, not an object
 FALL_PX = 6.0  # the object's centroid must move down this far over the first chunk
+I2V_CHUNKS = 4  # chunks of each i2v video from a drawn scene
 
 # (caption, colour, count, falls): the README's command first, then captions not in the training set
 CAPTIONS = (
@@ -180,9 +181,12 @@ def main() -> None:
     magi = Magi.load(args.checkpoint, device="cpu", overrides=args.set)
     seeds = [int(s) for s in args.seeds.split(",")]
     frames_t2v = args.frames or magi.cfg.video.num_frames
-    parts = ([] if args.no_t2v else [f"t2v {frames_t2v} frames"]) + ([] if args.no_i2v else
-                                                                      [f"i2v {4 * magi.frames_per_chunk} frames"])
-    print(f"# {magi.cfg.name} ({args.checkpoint}), {', '.join(parts)} at {magi.fps} fps, seeds {args.seeds}")
+    modes = []
+    if not args.no_t2v:
+        modes.append(f"t2v {frames_t2v} frames")
+    if not args.no_i2v:
+        modes.append(f"i2v {I2V_CHUNKS * magi.frames_per_chunk} frames")
+    print(f"# {magi.cfg.name} ({args.checkpoint}), {', '.join(modes)} at {magi.fps} fps, seeds {args.seeds}")
     print()
     if not args.no_t2v:
         text_to_video(magi, seeds, frames_t2v)
@@ -229,7 +233,7 @@ def drawn_scenes(magi, seeds: list[int]) -> None:
         image = draw(size, background, floor, floor_colour, objects)
         whole, per, fall = [], {colour: [] for colour, *_ in objects}, 0
         for seed in seeds:
-            frames = magi(caption, image=image, num_frames=4 * magi.frames_per_chunk, seed=seed)[1:]
+            frames = magi(caption, image=image, num_frames=I2V_CHUNKS * magi.frames_per_chunk, seed=seed)[1:]
             parsed = [parse(frames, colour) for colour, *_ in objects]
             ones = [counts == 1 for counts, _, _ in parsed]
             whole.append(np.all(ones, axis=0).mean())
